@@ -1,0 +1,62 @@
+"""The paired notebooks book/NN_name.ipynb must match their chapters book/NN_name.md.
+
+The .md files are the book's source; the .ipynb files are what Colab, Binder and the launch buttons open.
+Regenerate them with ``python tools/sync_notebooks.py`` (or ``jupytext --to ipynb book/[0-9]*.md``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+jupytext = pytest.importorskip("jupytext")
+
+BOOK = Path(__file__).resolve().parent.parent / "book"
+FIX = "regenerate it with: python tools/sync_notebooks.py"
+
+
+def chapters() -> list[Path]:
+    return sorted(p for p in BOOK.glob("*.md")
+                  if p.read_text(encoding="utf-8").startswith("---\njupytext:"))
+
+
+def cells(path: Path) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in jupytext.read(path).cells]
+
+
+def test_the_book_has_chapters():
+    assert chapters(), f"no jupytext MyST-markdown chapters found in {BOOK}"
+
+
+@pytest.mark.parametrize("md", chapters(), ids=lambda p: p.name)
+def test_chapter_has_paired_notebook(md: Path):
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{md.name} has no paired notebook {ipynb.name}; {FIX}"
+
+
+@pytest.mark.parametrize("md", chapters(), ids=lambda p: p.name)
+def test_paired_notebook_matches_chapter(md: Path):
+    ipynb = md.with_suffix(".ipynb")
+    if not ipynb.exists():
+        pytest.fail(f"{ipynb.name} is missing; {FIX}")
+    expected, actual = cells(md), cells(ipynb)
+    assert len(actual) == len(expected), (
+        f"{ipynb.name} has {len(actual)} cells, {md.name} has {len(expected)}; {FIX}")
+    for i, (want, got) in enumerate(zip(expected, actual)):
+        assert got == want, f"cell {i} of {ipynb.name} differs from {md.name}; {FIX}"
+
+
+@pytest.mark.parametrize("md", chapters(), ids=lambda p: p.name)
+def test_paired_notebook_has_no_outputs(md: Path):
+    ipynb = md.with_suffix(".ipynb")
+    if not ipynb.exists():
+        pytest.skip(f"{ipynb.name} is missing (reported by test_chapter_has_paired_notebook)")
+    nb = jupytext.read(ipynb)
+    with_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("outputs")]
+    assert not with_outputs, f"{ipynb.name} stores outputs in cells {with_outputs}; {FIX}"
+
+
+def test_every_notebook_has_a_chapter():
+    sources = {p.stem for p in chapters()}
+    orphans = [p.name for p in sorted(BOOK.glob("*.ipynb")) if p.stem not in sources]
+    assert not orphans, f"notebooks without a book/*.md chapter (delete them or add the chapter): {orphans}"

@@ -1,0 +1,179 @@
+"""Model configurations: one dataclass per variant, and the named presets.
+
+Each preset is either the paper's scale (appendix A of Palm et al. 2022) or a CPU scale that trains
+visibly in minutes on two cores. Explained in chapter 2 (book/02_doubling.md) and chapter 10
+(book/10_scaling.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+LIKELIHOODS = ("bernoulli", "dlogistic")
+
+
+def _check_common(cfg) -> None:
+    """Validate the fields every variant shares; raise ValueError naming the bad field."""
+    if cfg.likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {cfg.likelihood!r}")
+    expected_channels = 1 if cfg.likelihood == "bernoulli" else 3
+    if cfg.image_channels != expected_channels:
+        raise ValueError(
+            f"likelihood {cfg.likelihood!r} models {expected_channels}-channel images, "
+            f"but image_channels={cfg.image_channels}")
+    for field in ("z_dim", "hidden", "batch_size", "image_size", "n_mix"):
+        if getattr(cfg, field) < 1:
+            raise ValueError(f"{field} must be a positive integer, got {getattr(cfg, field)}")
+    if cfg.z_dim < cfg.n_likelihood_channels:
+        raise ValueError(f"z_dim={cfg.z_dim} is too small: the likelihood reads "
+                         f"{cfg.n_likelihood_channels} cell channels")
+
+
+@dataclass(frozen=True)
+class _Common:
+    name: str = "custom"             # preset name, recorded in checkpoints
+    dataset: str = "binarized_mnist"  # see vnca_tutorial.data.load_dataset
+    image_size: int = 32             # H = W of the modelled image
+    image_channels: int = 1          # 1 for binary images, 3 for RGB
+    likelihood: str = "bernoulli"    # p(x|z): "bernoulli" or "dlogistic" (discretized logistic mixture)
+    n_mix: int = 1                   # L, number of logistic mixture components
+    z_dim: int = 256                 # |z|, also the number of channels of every cell
+    hidden: int = 256                # width of the update network u
+    beta: float = 1.0                # weight of the KL term in the ELBO
+    batch_size: int = 32
+    lr: float = 1e-4                 # Adam learning rate
+    grad_clip: float = 10.0          # gradient-norm clipping
+    n_updates: int = 100_000         # training length used by the paper
+    encoder_channels: int = 32       # channels of the encoder's first conv; doubled by each stride-2 conv
+    bf16: bool = False               # bf16 autocast for the update network (state stays float32)
+
+    @property
+    def n_likelihood_channels(self) -> int:
+        """How many cell channels parameterise p(x|z): 1 (logits) or 10 L (mixture)."""
+        return self.image_channels if self.likelihood == "bernoulli" else 10 * self.n_mix
+
+    def replace(self, **changes):
+        """A copy with some fields changed (the config is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DoublingConfig(_Common):
+    """The doubling VNCA (paper section 2): 2x2 seed, K doublings, M NCA steps per stage."""
+    n_blocks: int = 4                # residual blocks of 1x1 convs in u
+    n_doublings: int = 4             # K
+    steps_per_stage: int = 8         # M: NCA steps before each doubling and after the last
+    checkpointing: bool = False      # recompute NCA steps in the backward pass to save memory
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.image_size != 2 * 2 ** self.n_doublings:
+            raise ValueError(
+                f"a doubling decoder with K={self.n_doublings} doublings grows a 2x2 seed to "
+                f"{2 * 2 ** self.n_doublings}x{2 * 2 ** self.n_doublings}, not "
+                f"{self.image_size}x{self.image_size}; choose image_size = 2 * 2**K")
+
+    @property
+    def n_steps(self) -> int:
+        """M (K + 1): the total number of NCA steps."""
+        return self.steps_per_stage * (self.n_doublings + 1)
+
+
+@dataclass(frozen=True)
+class NonDoublingConfig(_Common):
+    """The non-doubling VNCA (paper section 3.3): z seeds every cell; T steps; pool + damage training."""
+    n_blocks: int = 0                # 0: u is 3x3 conv -> ELU -> 1x1 conv, as in the paper
+    min_steps: int = 32              # T is drawn uniformly from [min_steps, max_steps] in training
+    max_steps: int = 64
+    pool_size: int = 1024            # P, final states kept for pool training (appendix A.3)
+    pool_fraction: float = 0.5       # share of each batch drawn from the pool
+    damage_fraction: float = 0.5     # share of the pool samples that are damaged
+    checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        for f in ("pool_fraction", "damage_fraction"):
+            if not 0.0 <= getattr(self, f) <= 1.0:
+                raise ValueError(f"{f} must lie in [0, 1], got {getattr(self, f)}")
+
+
+@dataclass(frozen=True)
+class BaselineConfig(_Common):
+    """The deep convolutional VAE baseline of appendix A.6: same encoder, transposed-conv decoder."""
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.image_size % 16:
+            raise ValueError(f"the conv VAE needs image_size divisible by 16, got {self.image_size}")
+
+
+ModelConfig = DoublingConfig | NonDoublingConfig | BaselineConfig
+
+_MNIST = dict(dataset="binarized_mnist", image_size=32, image_channels=1, likelihood="bernoulli")
+_NOTO = dict(dataset="noto_emoji", image_size=64, image_channels=3, likelihood="dlogistic", n_mix=1)
+_CELEBA = dict(dataset="celeba", image_channels=3, likelihood="dlogistic", n_mix=1)
+
+PRESETS: dict[str, ModelConfig] = {
+    # --- doubling VNCA, paper scale (appendix A) ---
+    "mnist_doubling": DoublingConfig(name="mnist_doubling", **_MNIST),
+    "celeba_doubling": DoublingConfig(name="celeba_doubling", **_CELEBA, image_size=64, n_doublings=5),
+    "celeba_doubling_beta100": DoublingConfig(name="celeba_doubling_beta100", **_CELEBA, image_size=64,
+                                              n_doublings=5, beta=100.0),
+    "noto_doubling": DoublingConfig(name="noto_doubling", **_NOTO, n_doublings=5),
+    # --- non-doubling VNCA, paper scale ---
+    "mnist_nondoubling": NonDoublingConfig(name="mnist_nondoubling", **_MNIST, z_dim=128, hidden=128,
+                                           batch_size=128),
+    "celeba_nondoubling": NonDoublingConfig(name="celeba_nondoubling", **_CELEBA, image_size=32,
+                                            z_dim=128, hidden=128, min_steps=64, max_steps=128,
+                                            batch_size=128),
+    # --- convolutional baseline (appendix A.6) ---
+    "mnist_baseline": BaselineConfig(name="mnist_baseline", **_MNIST),
+    # --- CPU scale: same architecture, smaller widths, bf16 where the CPU has it ---
+    "mnist_doubling_cpu": DoublingConfig(name="mnist_doubling_cpu", **_MNIST, z_dim=64, hidden=64,
+                                         n_blocks=2, lr=5e-4, n_updates=3000, encoder_channels=16),
+    "celeba_doubling_cpu": DoublingConfig(name="celeba_doubling_cpu", **{**_CELEBA, "dataset": "celeba"},
+                                          image_size=32, n_doublings=4, z_dim=64, hidden=64, n_blocks=2,
+                                          steps_per_stage=6, lr=5e-4, n_updates=3000, encoder_channels=16),
+    "noto_doubling_cpu": DoublingConfig(name="noto_doubling_cpu", **_NOTO, n_doublings=5, z_dim=64,
+                                        hidden=64, n_blocks=2, steps_per_stage=6, lr=5e-4,
+                                        n_updates=3000, encoder_channels=16),
+    "mnist_nondoubling_cpu": NonDoublingConfig(name="mnist_nondoubling_cpu", **_MNIST, z_dim=64,
+                                               hidden=64, min_steps=16, max_steps=32, batch_size=32,
+                                               pool_size=256, lr=5e-4, n_updates=3000,
+                                               encoder_channels=16),
+    "celeba_nondoubling_cpu": NonDoublingConfig(name="celeba_nondoubling_cpu", **_CELEBA, image_size=32,
+                                                z_dim=64, hidden=64, min_steps=16, max_steps=32,
+                                                batch_size=32, pool_size=256, lr=5e-4, n_updates=3000,
+                                                encoder_channels=16),
+    "mnist_baseline_cpu": BaselineConfig(name="mnist_baseline_cpu", **_MNIST, z_dim=64, lr=5e-4,
+                                         n_updates=3000, encoder_channels=16),
+}
+
+
+def get_preset(name: str, **overrides) -> ModelConfig:
+    """The named preset, optionally with some fields changed. Unknown names list the valid ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; the presets are: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+
+def config_to_dict(cfg: ModelConfig) -> dict:
+    """A JSON-ready dict that records the variant, so that `config_from_dict` can rebuild it."""
+    return {"variant": type(cfg).__name__, **dataclasses.asdict(cfg)}
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    """Inverse of `config_to_dict`; unknown variants or fields raise ValueError."""
+    variants = {c.__name__: c for c in (DoublingConfig, NonDoublingConfig, BaselineConfig)}
+    d = dict(d)
+    variant = d.pop("variant", None)
+    if variant not in variants:
+        raise ValueError(f"config variant must be one of {sorted(variants)}, got {variant!r}")
+    cls = variants[variant]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {variant} fields: {sorted(unknown)}")
+    return cls(**d)

@@ -1,0 +1,87 @@
+"""The neural cellular automaton: the update network u, one NCA step, and the doubling operator.
+
+Paper eq. (1): every cell updates its state from its 3x3 neighbourhood, x_{t+1} = x_t + u(x_t).
+Explained in chapter 1 (book/01_nca.md) and chapter 2 (book/02_doubling.md).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+
+def per_cell(conv: nn.Conv2d, h: Tensor) -> Tensor:  # (B, H, W, C_in) -> (B, H, W, C_out)
+    """A 1x1 conv is the same small linear layer applied to every cell: a matrix multiply over a
+    channels-last view, which is much faster on CPUs than a convolution kernel (chapter 1)."""
+    return F.linear(h, conv.weight.flatten(1), conv.bias)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv1x1(ELU(conv1x1(x))): a per-cell MLP with a skip connection."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(hidden, hidden, kernel_size=1)
+        self.conv2 = nn.Conv2d(hidden, hidden, kernel_size=1)
+
+    def forward(self, h: Tensor) -> Tensor:  # (B, H, W, hidden) channels last -> same
+        return h + per_cell(self.conv2, F.elu(per_cell(self.conv1, h)))
+
+
+class UpdateNetwork(nn.Module):
+    """u(x): one 3x3 conv (perception of the neighbourhood), then per-cell 1x1 layers.
+
+    With ``n_blocks > 0`` (the doubling VNCA): 3x3 conv -> n_blocks residual blocks -> 1x1 conv.
+    With ``n_blocks == 0`` (the non-doubling VNCA): 3x3 conv -> ELU -> 1x1 conv.
+    The last 1x1 conv starts at zero, so an untrained NCA step is the identity (chapter 1).
+    """
+
+    def __init__(self, channels: int, hidden: int, n_blocks: int) -> None:
+        super().__init__()
+        self.perceive = nn.Conv2d(channels, hidden, kernel_size=3, padding=1)
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(n_blocks)])
+        self.n_blocks = n_blocks
+        self.out = nn.Conv2d(hidden, channels, kernel_size=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        state = state.contiguous(memory_format=torch.channels_last)
+        h = self.perceive(state).permute(0, 2, 3, 1)  # (B, H, W, hidden): a view, no copy
+        h = self.blocks(h) if self.n_blocks else F.elu(h)
+        return per_cell(self.out, h).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last memory
+
+
+class NCA(nn.Module):
+    """The cellular automaton: a learned update rule applied to every cell at once.
+
+    ``bf16=True`` runs u under bfloat16 autocast while the cell states accumulate in float32.
+    ``checkpointing=True`` recomputes each step in the backward pass instead of storing it.
+    """
+
+    def __init__(self, channels: int, hidden: int, n_blocks: int, bf16: bool = False,
+                 checkpointing: bool = False) -> None:
+        super().__init__()
+        self.update_net = UpdateNetwork(channels, hidden, n_blocks)
+        self.bf16 = bf16
+        self.checkpointing = checkpointing
+
+    def _step(self, state: Tensor) -> Tensor:
+        with torch.autocast(device_type=state.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            update = self.update_net(state)
+        return state + update.float()            # eq. (1): x_{t+1} = x_t + u(x_t)
+
+    def step(self, state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        """One NCA step for every cell."""
+        if self.checkpointing and torch.is_grad_enabled() and state.requires_grad:
+            return checkpoint(self._step, state, use_reentrant=False)
+        return self._step(state)
+
+
+def double(state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, 2H, 2W)
+    """The doubling operator: every cell is copied to its right, below, and below-right."""
+    b, c, h, w = state.shape
+    cells = state.permute(0, 2, 3, 1)[:, :, None, :, None, :]        # (B, H, 1, W, 1, C)
+    cells = cells.expand(b, h, 2, w, 2, c).reshape(b, 2 * h, 2 * w, c)  # (B, 2H, 2W, C)
+    return cells.permute(0, 3, 1, 2)                                   # channels-last memory
