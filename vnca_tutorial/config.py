@@ -152,11 +152,11 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def get_preset(name: str, **overrides) -> ModelConfig:
+def get_preset(preset: str, **overrides) -> ModelConfig:
     """The named preset, optionally with some fields changed. Unknown names list the valid ones."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; the presets are: {', '.join(sorted(PRESETS))}")
-    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; the presets are: {', '.join(sorted(PRESETS))}")
+    return PRESETS[preset].replace(**overrides) if overrides else PRESETS[preset]
 
 
 def config_to_dict(cfg: ModelConfig) -> dict:

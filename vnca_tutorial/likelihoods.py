@@ -148,6 +148,7 @@ def _discretized_logistic_log_prob(v: Tensor, mean: Tensor, log_scale: Tensor) -
         torch.log(cdf_delta.clamp(min=1e-12)),
         log_pdf_mid - math.log(127.5),
     )
+    # PixelCNN++ tests x < -0.999 / x > 0.999; testing v directly is the same thing.
     return torch.where(v <= 0, log_cdf_plus, torch.where(v >= 255, log_one_minus_cdf_min, log_interior))
 
 
@@ -272,7 +273,7 @@ class DiscretizedLogisticMixture(Distribution):
 
         Exact for each component and colour *given* the mean it is conditioned on;
         for G and B the coupling plugs in the earlier colours' expected values
-        (E[mu_G] ~ mu_G + alpha E[x_R]), which is an approximation because the
+        (mu_G ~ mu_{k,G} + alpha_k E[x_R]), which is an approximation because the
         rounding and clipping make E[v | mu] non-linear in mu.
         """
         s = self.log_scales.exp()  # (B, L, 3, H, W)

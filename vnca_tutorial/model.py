@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .config import BaselineConfig, DoublingConfig, ModelConfig, NonDoublingConfig, get_preset
 from .decoders import DoublingDecoder, NonDoublingDecoder, StepHook, StepInfo
+from .pool import pool_loss
 from .vae import VAE
 
 
@@ -42,6 +43,13 @@ class VNCA(VAE):
     @property
     def doubling(self) -> bool:
         return isinstance(self.config, DoublingConfig)
+
+    def forward(self, x: Tensor, terms: bool = False, pool=None, steps: int | None = None, **kw):
+        """Minus the mean beta-ELBO; with a ``pool`` (non-doubling), one pool-training batch."""
+        if pool is None:
+            return super().forward(x, terms=terms, **({"steps": steps} if steps else {}), **kw)
+        loss, stats = pool_loss(self, x, pool, self.config.beta, steps or self.decoder.max_steps)
+        return (loss, stats) if terms else loss
 
     def grow(self, z: Tensor, on_step: StepHook | None = None, **decode_kwargs
              ) -> tuple[list[Tensor], list[StepInfo]]:

@@ -73,9 +73,13 @@ class VAE(nn.Module):
         kl = kl_divergence(q, self.prior()) if analytic_kl else q.log_prob(z) - self.prior().log_prob(z)
         return ELBO(reconstruction - beta * kl, reconstruction, kl)
 
-    def forward(self, x: Tensor, **decode_kwargs) -> Tensor:
-        """The training loss: minus the mean beta-ELBO of the batch."""
-        return -self.elbo(x, **decode_kwargs).elbo.mean()
+    def forward(self, x: Tensor, terms: bool = False, **decode_kwargs):
+        """The training loss: minus the mean beta-ELBO of the batch (and its terms if asked)."""
+        e = self.elbo(x, **decode_kwargs)
+        loss = -e.elbo.mean()
+        if not terms:
+            return loss
+        return loss, {"reconstruction": e.reconstruction.mean().item(), "kl": e.kl.mean().item()}
 
     def log_weights(self, x: Tensor, eps: Tensor, q: Distribution, **decode_kwargs) -> Tensor:
         """log p(x, z) - log q(z|x) for z = mean + std * eps; eps (S, B, Z) -> (S, B)."""

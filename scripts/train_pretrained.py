@@ -1,0 +1,50 @@
+"""Train (or resume) the models that ship in vnca_tutorial/pretrained/.
+
+    python scripts/train_pretrained.py mnist_doubling_small --minutes 60     # resumable; run again to continue
+
+Runs live in runs/pretrained/<name>/; `scripts/export_pretrained.py` turns a finished run into the
+shipped safetensors file and model card.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from vnca_tutorial.config import get_preset
+from vnca_tutorial.data import load_binarized_mnist
+from vnca_tutorial.train import TrainSettings, train
+
+# The shipped models: sized to train on two CPU cores in a few hours (see each model card).
+SHIPPED = {
+    "mnist_doubling_small": get_preset("mnist_doubling_cpu", name="mnist_doubling_small", z_dim=32,
+                                       hidden=64, n_blocks=1, encoder_channels=16, lr=1e-3,
+                                       n_updates=20_000),
+    "mnist_nondoubling_small": get_preset("mnist_nondoubling_cpu", name="mnist_nondoubling_small",
+                                          z_dim=32, hidden=64, encoder_channels=16, lr=1e-3,
+                                          min_steps=16, max_steps=32, n_updates=20_000),
+    "mnist_baseline_small": get_preset("mnist_baseline_cpu", name="mnist_baseline_small", z_dim=32,
+                                       encoder_channels=16, lr=1e-3, n_updates=20_000),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(SHIPPED))
+    p.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    data = load_binarized_mnist("trainval")     # the paper trains on train + valid
+    val = load_binarized_mnist("test")
+    settings = TrainSettings(run_dir=f"runs/pretrained/{a.name}", checkpoint_every=50, eval_every=1000,
+                             eval_images=512, resume=True, progress=False, max_minutes=a.minutes)
+    train(SHIPPED[a.name], data.images, settings, val_images=val.images[torch.randperm(10000,
+          generator=torch.Generator().manual_seed(0))])
+
+
+if __name__ == "__main__":
+    main()

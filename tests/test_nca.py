@@ -1,0 +1,170 @@
+"""Tests for vnca_tutorial.nca: the doubling operator, the update network u, and one NCA step."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vnca_tutorial.nca import NCA, UpdateNetwork, double, per_cell
+
+
+def randomise(module: nn.Module, seed: int = 0, std: float = 0.2) -> None:
+    """Give every parameter (including the zero-initialised last layer) random values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+# --- doubling -----------------------------------------------------------------------------------
+def test_double_matches_kron():
+    x = torch.randn(2, 3, 4, 5)
+    y = double(x)
+    assert y.shape == (2, 3, 8, 10)
+    assert torch.equal(y, torch.kron(x, torch.ones(1, 1, 2, 2)))
+
+
+def test_double_copies_each_cell_right_below_and_below_right():
+    x = torch.arange(2 * 3 * 3 * 2, dtype=torch.float32).view(2, 3, 3, 2)
+    y = double(x)
+    for b in range(2):
+        for c in range(3):
+            for i in range(3):
+                for j in range(2):
+                    v = x[b, c, i, j]
+                    for di in (0, 1):
+                        for dj in (0, 1):
+                            assert y[b, c, 2 * i + di, 2 * j + dj] == v
+
+
+def test_double_channels_last_input_and_grad():
+    x = torch.randn(1, 4, 2, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = double(x)
+    assert torch.equal(y, torch.kron(x.detach().contiguous(), torch.ones(1, 1, 2, 2)))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 4.0))  # every cell is copied four times
+
+
+# --- the update network ---------------------------------------------------------------------------
+def test_zero_initialised_last_layer_makes_first_step_identity():
+    nca = NCA(channels=6, hidden=10, n_blocks=2)
+    assert torch.count_nonzero(nca.update_net.out.weight) == 0
+    assert torch.count_nonzero(nca.update_net.out.bias) == 0
+    state = torch.randn(2, 6, 5, 5)
+    assert torch.equal(nca.update_net(state), torch.zeros_like(state))
+    assert torch.equal(nca.step(state), state)
+
+
+def reference_update(net: UpdateNetwork, x: torch.Tensor) -> torch.Tensor:
+    """u(x) in plain NCHW convolutions with the same weights."""
+    h = F.conv2d(x, net.perceive.weight, net.perceive.bias, padding=1)
+    if net.n_blocks == 0:
+        h = F.elu(h)
+    for block in net.blocks:
+        r = F.conv2d(h, block.conv1.weight, block.conv1.bias)
+        r = F.conv2d(F.elu(r), block.conv2.weight, block.conv2.bias)
+        h = h + r
+    return F.conv2d(h, net.out.weight, net.out.bias)
+
+
+@pytest.mark.parametrize("n_blocks", [0, 4])
+def test_update_network_matches_nchw_convolutions(n_blocks):
+    torch.manual_seed(0)
+    net = UpdateNetwork(channels=7, hidden=12, n_blocks=n_blocks)
+    randomise(net, seed=n_blocks)
+    x = torch.randn(3, 7, 6, 5)
+    got = net(x)
+    want = reference_update(net, x)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # the input's memory format does not matter
+    torch.testing.assert_close(net(x.contiguous(memory_format=torch.channels_last)), want,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_update_network_without_blocks_has_elu_between_the_layers():
+    net = UpdateNetwork(channels=3, hidden=4, n_blocks=0)
+    assert len(net.blocks) == 0
+    randomise(net)
+    x = torch.randn(1, 3, 4, 4)
+    linear = F.conv2d(F.conv2d(x, net.perceive.weight, net.perceive.bias, padding=1),
+                      net.out.weight, net.out.bias)
+    assert not torch.allclose(net(x), linear, atol=1e-4)       # a nonlinearity is applied
+
+
+def test_one_step_only_sees_the_3x3_neighbourhood():
+    nca = NCA(channels=4, hidden=8, n_blocks=2)
+    randomise(nca)
+    state = torch.randn(1, 4, 7, 7)
+    poked = state.clone()
+    poked[0, :, 3, 3] += 1.0
+    changed = (nca.step(poked) - nca.step(state)).abs().sum(1)[0] > 0   # (7, 7)
+    expected = torch.zeros(7, 7, dtype=torch.bool)
+    expected[2:5, 2:5] = True
+    assert torch.equal(changed, expected)
+
+
+def test_one_by_one_conv_is_a_per_cell_linear_layer():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(5, 3, kernel_size=1)
+    linear = nn.Linear(5, 3)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight[:, :, 0, 0])
+        linear.bias.copy_(conv.bias)
+    x = torch.randn(2, 5, 4, 6)
+    by_conv = conv(x)                                            # (B, 3, H, W)
+    by_linear = linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    by_per_cell = per_cell(conv, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(by_linear, by_conv, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(by_per_cell, by_conv, rtol=1e-5, atol=1e-6)
+    # and cell by cell
+    for i in range(4):
+        for j in range(6):
+            torch.testing.assert_close(by_conv[:, :, i, j], linear(x[:, :, i, j]), rtol=1e-5, atol=1e-6)
+
+
+def test_parameter_count_of_the_paper_update_network():
+    # 3x3 conv 256->256, four residual blocks of two 1x1 convs, 1x1 conv 256->256: ~1.2M (paper)
+    net = UpdateNetwork(channels=256, hidden=256, n_blocks=4)
+    n = sum(p.numel() for p in net.parameters())
+    expected = (256 * 256 * 9 + 256) + 4 * 2 * (256 * 256 + 256) + (256 * 256 + 256)
+    assert n == expected == 1_182_208
+
+
+def test_bf16_keeps_the_state_float32():
+    nca32 = NCA(channels=6, hidden=8, n_blocks=1)
+    randomise(nca32)
+    nca16 = NCA(channels=6, hidden=8, n_blocks=1, bf16=True)
+    nca16.load_state_dict(nca32.state_dict())
+    state = torch.randn(2, 6, 4, 4)
+    out16 = nca16.step(state)
+    assert out16.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in nca16.parameters())
+    out32 = nca32.step(state)
+    assert not torch.equal(out16, out32)                       # bf16 really was used for u
+    torch.testing.assert_close(out16, out32, rtol=0.05, atol=0.05)
+    # several steps: the state stays float32 throughout
+    s = state
+    for _ in range(3):
+        s = nca16.step(s)
+        assert s.dtype == torch.float32
+
+
+def test_checkpointing_gives_the_same_gradients():
+    plain = NCA(channels=5, hidden=8, n_blocks=2)
+    randomise(plain, std=0.1)
+    ckpt = NCA(channels=5, hidden=8, n_blocks=2, checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x0 = torch.randn(2, 5, 4, 4)
+    grads = []
+    for nca in (plain, ckpt):
+        x = x0.clone().requires_grad_()
+        s = x
+        for _ in range(4):
+            s = nca.step(s)
+            if nca is not plain:
+                assert s.requires_grad
+        loss = (s ** 2).sum()
+        loss.backward()
+        grads.append([x.grad] + [p.grad for p in nca.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,126 @@
+"""Checkpoints in safetensors (never pickle), written atomically, with the config beside the weights.
+
+A training checkpoint is one `.safetensors` file holding the model weights ("model.*"), the optimizer
+state ("optim.*"), the random-number state ("rng.*") and, for pool training, the pool ("pool.*"); its
+metadata holds the config and the step as JSON. A shipped model keeps only the "model.*" tensors.
+Explained in chapter 10 (book/10_scaling.md).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .config import ModelConfig, config_from_dict, config_to_dict
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or belongs to another model."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, str]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _unflatten_optimizer(tensors: dict, param_groups: str) -> dict:
+    state: dict = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": json.loads(param_groups)}
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: ModelConfig,
+                    step: int, optimizer: torch.optim.Optimizer | None = None,
+                    extra_tensors: dict | None = None, extra_meta: dict | None = None) -> None:
+    """Write a training checkpoint (or, without an optimizer, a weights-only file) atomically."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": json.dumps(config_to_dict(config)), "step": str(step), "format": "vnca_tutorial/1"}
+    if optimizer is not None:
+        opt_tensors, groups = _flatten_optimizer(optimizer)
+        tensors.update(opt_tensors)
+        meta["optim.param_groups"] = groups
+        tensors["rng.torch"] = torch.get_rng_state()
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    meta.update({k: json.dumps(v) for k, v in (extra_meta or {}).items()})
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a checkpoint (config, step, ...) without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: the file does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e}); "
+                              "it may be truncated or corrupt") from None
+    if "config" not in meta:
+        raise CheckpointError(f"{path} holds no vnca_tutorial config; was it written by this package?")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
+    """(config, tensors, metadata) of a checkpoint; CheckpointError with the file's name if broken."""
+    meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+        config = config_from_dict(json.loads(meta["config"]))
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} could not be loaded: {e}") from None
+    return config, tensors, meta
+
+
+def model_state(tensors: dict) -> dict:
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def optimizer_state(tensors: dict, meta: dict) -> dict | None:
+    if "optim.param_groups" not in meta:
+        return None
+    opt = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+    return _unflatten_optimizer(opt, meta["optim.param_groups"])
+
+
+def load_model(path: str | os.PathLike, expected_preset: str | None = None,
+               map_location: str | torch.device = "cpu"):
+    """Rebuild the model a checkpoint describes and load its weights (nothing is unpickled)."""
+    from .model import build_model
+    config, tensors, meta = load_checkpoint(path)
+    if expected_preset is not None and config.name != expected_preset:
+        raise CheckpointError(f"{path} holds a {config.name!r} model, not {expected_preset!r}")
+    model = build_model(config)
+    try:
+        model.load_state_dict(model_state(tensors))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the {config.name!r} model: "
+                              f"{str(e).splitlines()[0]}") from None
+    return model.to(map_location)

@@ -1,0 +1,95 @@
+"""Pool and damage training for the non-doubling VNCA (paper section 3.3, appendix A.3).
+
+A pool keeps P final cell states with the image each was decoded for. Each training batch takes a share
+of its examples from the pool (half of those damaged by zeroing a random H/2 x W/2 square) and the rest
+fresh from q(z|x); all run T ~ U[min, max] NCA steps; the final states go back into the pool. Gradients
+stop at pool states. This teaches the NCA stable attractors that regrow after damage.
+Explained in chapter 8 (book/08_pool_damage.md).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .damage import damage_random_square
+
+
+class StatePool:
+    """P (state, image) pairs; empty slots are filled as training goes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.states: Tensor | None = None   # (P, Z, H, W)
+        self.images: Tensor | None = None   # (P, C, H, W)
+        self.filled = 0
+
+    def __len__(self) -> int:
+        return self.filled
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """n random slots: (indices, states, images)."""
+        idx = torch.randperm(self.filled, generator=generator)[:n]
+        return idx, self.states[idx], self.images[idx]
+
+    def put(self, idx: Tensor, states: Tensor, images: Tensor) -> None:
+        """Write states (detached) into slots ``idx``; fresh examples fill empty slots first."""
+        if self.states is None:
+            self.states = torch.zeros(self.size, *states.shape[1:], dtype=states.dtype)
+            self.images = torch.zeros(self.size, *images.shape[1:], dtype=images.dtype)
+        self.states[idx] = states.detach().to("cpu", self.states.dtype)
+        self.images[idx] = images.detach().to("cpu", self.images.dtype)
+
+    def slots_for_fresh(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Empty slots while the pool fills, then random ones."""
+        if self.filled + n <= self.size:
+            idx = torch.arange(self.filled, self.filled + n)
+            self.filled += n
+            return idx
+        self.filled = self.size
+        return torch.randint(0, self.size, (n,), generator=generator)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """For checkpoints: the filled part of the pool."""
+        if self.states is None:
+            return {}
+        return {"pool.states": self.states[:self.filled], "pool.images": self.images[:self.filled]}
+
+    def load(self, tensors: dict[str, Tensor]) -> None:
+        if "pool.states" not in tensors:
+            return
+        states, images = tensors["pool.states"], tensors["pool.images"]
+        self.put(torch.arange(len(states)), states, images)
+        self.filled = len(states)
+
+
+def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
+              generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+    """Minus the beta-ELBO of one pool-training batch (appendix A.3); x (B, C, H, W) are fresh images.
+
+    Returns the loss and the batch statistics; updates the pool in place.
+    """
+    c = model.config
+    b = x.shape[0]
+    n_pool = int(round(b * c.pool_fraction)) if len(pool) >= b else 0
+    x_fresh = x[: b - n_pool]
+    q = model.q_z_given_x(x_fresh)
+    z = q.rsample()                                                  # (B - n_pool, Z)
+    kl = torch.distributions.kl_divergence(q, model.prior())         # (B - n_pool,)
+    states, targets = model.decoder.seed(z), x_fresh.to(model.device)
+    if n_pool:
+        idx, pool_states, pool_x = pool.draw(n_pool, generator)
+        pool_states = pool_states.to(model.device)                   # no gradient flows into the pool
+        n_damage = int(round(n_pool * c.damage_fraction))
+        pool_states = torch.cat([damage_random_square(pool_states[:n_damage], generator),
+                                 pool_states[n_damage:]])
+        states = torch.cat([states, pool_states])
+        targets = torch.cat([targets, pool_x.to(model.device, targets.dtype)])
+    final = model.decoder.run(states, steps)                         # (B, Z, H, W)
+    reconstruction = model.likelihood(final).log_prob(targets)       # (B,)
+    loss = -(reconstruction.sum() - beta * kl.sum()) / b
+    fresh_slots = pool.slots_for_fresh(b - n_pool, generator)
+    slots = torch.cat([fresh_slots, idx]) if n_pool else fresh_slots
+    pool.put(slots, final, targets)
+    stats = {"reconstruction": reconstruction.mean().item(), "kl": kl.mean().item(),
+             "from_pool": n_pool}
+    return loss, stats

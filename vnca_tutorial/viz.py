@@ -1,0 +1,59 @@
+"""Pictures: image grids, growth frames and GIFs. Used by the book, the CLI and training logs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def to_display(images: Tensor) -> Tensor:
+    """Images (B, C, H, W) as float in [0, 1]: binary/probabilities as they are, 8-bit RGB / 255."""
+    images = images.detach().float().cpu()
+    return (images / 255.0).clamp(0, 1) if images.max() > 1.0 else images.clamp(0, 1)
+
+
+def image_grid(images: Tensor, nrow: int = 8, padding: int = 2, scale: int = 1) -> np.ndarray:
+    """A uint8 (H', W', 3) grid of images (B, C, H, W), each upscaled ``scale`` times."""
+    x = to_display(images)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if scale > 1:
+        x = x.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    b, c, h, w = x.shape
+    ncol = min(nrow, b)
+    nrows = (b + ncol - 1) // ncol
+    grid = torch.ones(c, nrows * (h + padding) + padding, ncol * (w + padding) + padding)
+    for i in range(b):
+        r, col = divmod(i, ncol)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top:top + h, left:left + w] = x[i]
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def save_grid(images: Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 2) -> Path:
+    """Write a PNG grid of images and return its path."""
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_grid(images, nrow=nrow, scale=scale)).save(path)
+    return path
+
+
+def resize_nearest(images: Tensor, size: int) -> Tensor:
+    """Upscale a grid of any side length to ``size`` by copying cells (how a growing grid is drawn)."""
+    factor = size // images.shape[-1]
+    return images.repeat_interleave(factor, -2).repeat_interleave(factor, -1) if factor > 1 else images
+
+
+def save_gif(frames: list[np.ndarray], path: str | os.PathLike, ms_per_frame: int = 80,
+             last_frame_ms: int = 1000) -> Path:
+    """Write uint8 frames as a looping GIF (imageio's ``duration`` is in milliseconds)."""
+    import imageio.v3 as iio
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    durations = [ms_per_frame] * (len(frames) - 1) + [last_frame_ms]
+    iio.imwrite(path, np.stack(frames), extension=".gif", duration=durations, loop=0)
+    return path
