@@ -24,6 +24,13 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or belongs to another model."""
 
 
+def _new_file_mode() -> int:
+    """The permissions open() would give a new file: 0666 minus the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
     path = Path(path)
@@ -32,6 +39,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

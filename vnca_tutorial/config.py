@@ -131,23 +131,23 @@ PRESETS: dict[str, ModelConfig] = {
     # --- convolutional baseline (appendix A.6) ---
     "mnist_baseline": BaselineConfig(name="mnist_baseline", **_MNIST),
     # --- CPU scale: same architecture, smaller widths, bf16 where the CPU has it ---
-    "mnist_doubling_cpu": DoublingConfig(name="mnist_doubling_cpu", **_MNIST, z_dim=64, hidden=64,
-                                         n_blocks=2, lr=5e-4, n_updates=3000, encoder_channels=16),
+    "mnist_doubling_cpu": DoublingConfig(name="mnist_doubling_cpu", **_MNIST, z_dim=32, hidden=64,
+                                         n_blocks=1, lr=1e-3, n_updates=3000, encoder_channels=16),
     "celeba_doubling_cpu": DoublingConfig(name="celeba_doubling_cpu", **{**_CELEBA, "dataset": "celeba"},
                                           image_size=32, n_doublings=4, z_dim=64, hidden=64, n_blocks=2,
                                           steps_per_stage=6, lr=5e-4, n_updates=3000, encoder_channels=16),
     "noto_doubling_cpu": DoublingConfig(name="noto_doubling_cpu", **_NOTO, n_doublings=5, z_dim=64,
                                         hidden=64, n_blocks=2, steps_per_stage=6, lr=5e-4,
                                         n_updates=3000, encoder_channels=16),
-    "mnist_nondoubling_cpu": NonDoublingConfig(name="mnist_nondoubling_cpu", **_MNIST, z_dim=64,
+    "mnist_nondoubling_cpu": NonDoublingConfig(name="mnist_nondoubling_cpu", **_MNIST, z_dim=32,
                                                hidden=64, min_steps=16, max_steps=32, batch_size=32,
-                                               pool_size=256, lr=5e-4, n_updates=3000,
+                                               pool_size=256, lr=1e-3, n_updates=3000,
                                                encoder_channels=16),
     "celeba_nondoubling_cpu": NonDoublingConfig(name="celeba_nondoubling_cpu", **_CELEBA, image_size=32,
                                                 z_dim=64, hidden=64, min_steps=16, max_steps=32,
                                                 batch_size=32, pool_size=256, lr=5e-4, n_updates=3000,
                                                 encoder_channels=16),
-    "mnist_baseline_cpu": BaselineConfig(name="mnist_baseline_cpu", **_MNIST, z_dim=64, lr=5e-4,
+    "mnist_baseline_cpu": BaselineConfig(name="mnist_baseline_cpu", **_MNIST, z_dim=32, lr=1e-3,
                                          n_updates=3000, encoder_channels=16),
 }
 

@@ -40,13 +40,14 @@ class StatePool:
         self.images[idx] = images.detach().to("cpu", self.images.dtype)
 
     def slots_for_fresh(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Empty slots while the pool fills, then random ones."""
+        """Empty slots while the pool fills, then random ones (every slot is written before it is read)."""
         if self.filled + n <= self.size:
             idx = torch.arange(self.filled, self.filled + n)
             self.filled += n
             return idx
+        empty = torch.arange(self.filled, self.size)
         self.filled = self.size
-        return torch.randint(0, self.size, (n,), generator=generator)
+        return torch.cat([empty, torch.randint(0, self.size, (n - len(empty),), generator=generator)])
 
     def tensors(self) -> dict[str, Tensor]:
         """For checkpoints: the filled part of the pool."""

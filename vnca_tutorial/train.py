@@ -3,8 +3,15 @@
 `train(config, data, settings)` trains any preset; the non-doubling variant trains with a pool of states
 and damage (vnca_tutorial.pool). Checkpoints are written atomically every ``checkpoint_every`` updates,
 and ``resume=True`` continues a killed run with the same result as an uninterrupted one (CPU, same seed).
-Under ``torchrun --nproc_per_node N`` the same function trains with DistributedDataParallel.
+Under ``torchrun --nproc_per_node N`` the same function trains with DistributedDataParallel: every rank
+draws its own shard of each global batch, rank 0 alone writes the checkpoint, metrics and pictures, and
+the checkpoint keeps every rank's random-number state. (With pool training each rank keeps its own pool;
+the checkpoint holds rank 0's, which every rank starts from when resumed.)
 Explained in chapter 4 (book/04_vae.md) and chapter 10 (book/10_scaling.md).
+
+Test hook: if the environment variable ``VNCA_SAVE_RANK_WEIGHTS`` names a folder, every rank writes its
+final weights there as ``rank<r>.safetensors`` (used by tests/test_distributed.py to check that the
+ranks end with identical weights).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file
 from torch import Tensor
 
 from .checkpoint import (CheckpointError, atomic_write, config_to_dict, load_checkpoint,
@@ -66,12 +74,53 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, 
     return perm[start:start + batch_size]
 
 
-def _distributed(device: str) -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
+def _distributed(device: str) -> tuple[int, int, str, bool]:
+    """(rank, world size, this rank's device, whether the process group was created here).
+
+    Initialises the process group under torchrun; ``cuda`` becomes ``cuda:<LOCAL_RANK>``.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if world <= 1:
+        return 0, 1, device, False
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    created = False
+    if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+        created = True
+    return dist.get_rank(), world, device, created
+
+
+def _any_rank(flags: list[bool], world: int, device: str) -> list[bool]:
+    """Element-wise OR of boolean flags over all ranks, so that every rank takes the same branch."""
+    if world == 1:
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def _rng_tensors(world: int, device: str) -> dict[str, Tensor]:
+    """Every rank's random-number state for the checkpoint (a collective: all ranks must call it).
+
+    Rank 0's CPU state is "rng.torch" (the single-process name); rank r > 0's is "rng.torch.rank<r>".
+    """
+    states = {"cpu": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    gathered = [states]
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, {k: v.cpu() for k, v in states.items()})
+    out = {}
+    for r, st in enumerate(gathered):
+        suffix = "" if r == 0 else f".rank{r}"
+        out["rng.torch" + suffix] = st["cpu"]
+        if "cuda" in st:
+            out["rng.cuda" + suffix] = st["cuda"]
+    return out
 
 
 def _as_float(x: Tensor, device: str) -> Tensor:
@@ -126,36 +175,66 @@ class MetricsLog:
                 if k != "step" and isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, row["step"])
 
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
-def _resume(path: Path, config: ModelConfig, model, optimizer, pool) -> int:
+
+def _resume(path: Path, config: ModelConfig, model, optimizer, pool, rank: int = 0,
+            device: str = "cpu", seed: int = 0) -> int:
     saved, tensors, meta = load_checkpoint(path)
     if config_to_dict(saved) != config_to_dict(config):
         raise CheckpointError(f"{path} was written for preset {saved.name!r} with another config; "
                               f"use a new run directory or the same preset ({config.name!r})")
     model.load_state_dict(model_state(tensors))
     optimizer.load_state_dict(optimizer_state(tensors, meta))
-    torch.set_rng_state(tensors["rng.torch"])
+    step = int(meta["step"])
+    suffix = "" if rank == 0 else f".rank{rank}"
+    if "rng.torch" + suffix in tensors:
+        torch.set_rng_state(tensors["rng.torch" + suffix])
+    else:  # resumed with more ranks than wrote the checkpoint: a fresh stream for this rank
+        torch.manual_seed(seed + rank + 1_000_003 * step)
+    if device.startswith("cuda") and "rng.cuda" + suffix in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda" + suffix], device)
     if pool is not None:
         pool.load(tensors)
-    return int(meta["step"])
+    return step
 
 
 def train(config: ModelConfig, images: Tensor, settings: TrainSettings | None = None,
           val_images: Tensor | None = None):
-    """Train ``config`` on ``images`` (N, C, H, W); returns the model and the list of logged rows."""
+    """Train ``config`` on ``images`` (N, C, H, W); returns the model and the list of logged rows.
+
+    The first ``settings.eval_images`` of ``val_images`` are the validation subset: pass them in a random
+    order (the binarized MNIST test split is sorted by label). Raises `TrainingDiverged` if the loss or
+    the gradient norm becomes NaN or infinite; the checkpoint on disk is then the last good one.
+    """
     s = settings or TrainSettings()
-    rank, world = _distributed(s.device)
+    rank, world, device, created_group = _distributed(s.device)
+    try:
+        return _train(config, images, s, val_images, rank, world, device)
+    finally:
+        if created_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Tensor | None,
+           rank: int, world: int, device: str):
     run_dir = Path(s.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(s.seed + rank)
-    model = build_model(config).to(s.device)
+    model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     pool = StatePool(config.pool_size) if isinstance(config, NonDoublingConfig) else None
     step = 0
     if s.resume and (run_dir / CHECKPOINT).exists():
-        step = _resume(run_dir / CHECKPOINT, config, model, optimizer, pool)
+        step = _resume(run_dir / CHECKPOINT, config, model, optimizer, pool, rank, device, s.seed)
         log.info("resumed %s from update %d", run_dir / CHECKPOINT, step)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    else:
+        net = model
     metrics = MetricsLog(run_dir, step) if rank == 0 else None
     if rank == 0:
         atomic_write(run_dir / "config.json",
@@ -165,37 +244,91 @@ def train(config: ModelConfig, images: Tensor, settings: TrainSettings | None = 
     history, start = [], time.time()
     from tqdm.auto import tqdm
     bar = tqdm(total=n_updates, initial=step, disable=not s.progress or rank > 0, desc=config.name)
-    while step < n_updates:
-        idx = batch_indices(step, len(images), config.batch_size, s.seed, rank, world)
-        x = _as_float(images[idx], s.device)
-        steps = model.decoder.draw_steps() if pool is not None else None
-        loss, stats = net(x, terms=True, pool=pool, steps=steps) if pool is not None else net(x, terms=True)
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at update {step + 1}; stopped without saving. The last "
-                f"good checkpoint (if any) is kept in {run_dir / CHECKPOINT}. Try a lower learning rate "
-                f"(now {config.lr}) or a smaller gradient-norm clip (now {config.grad_clip}).")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        step += 1
-        row = {"step": step, "loss": loss.item(), "reconstruction": stats["reconstruction"],
-               "kl": stats["kl"], "seconds": round(time.time() - start, 2)}
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.2f}")
-        out_of_time = s.max_minutes is not None and time.time() - start > 60 * s.max_minutes
-        if rank == 0:
-            if val is not None and (step % s.eval_every == 0 or step == n_updates):
-                row["val_elbo"] = evaluate_elbo(model, val)
-                _save_pictures(model, val, run_dir, step)
-            metrics.write(row)
+    try:
+        failed: str | None = None   # rank 0: the validation of the last update went NaN
+        while step < n_updates:
+            idx = batch_indices(step, len(images), config.batch_size, s.seed, rank, world)
+            x = _as_float(images[idx], device)
+            steps = model.decoder.draw_steps() if pool is not None else None
+            problem = failed
+            try:
+                loss, stats = (net(x, terms=True, pool=pool, steps=steps) if pool is not None
+                               else net(x, terms=True))
+                if problem is None and not math.isfinite(loss.item()):
+                    problem = f"the loss became {loss.item()} at update {step + 1}"
+            except ValueError as e:
+                if not _non_finite_error(e):
+                    raise
+                problem = problem or f"the model's outputs became NaN or infinite at update {step + 1}"
+            out_of_time = s.max_minutes is not None and time.time() - start > 60 * s.max_minutes
+            # every rank takes the same decisions (a lone rank that stops would hang the others)
+            diverged, out_of_time = _any_rank([problem is not None, out_of_time], world, device)
+            if diverged:
+                raise _diverged(problem or f"training diverged on another rank at update {step + 1}",
+                                run_dir, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            if not math.isfinite(grad_norm.item()):  # the same on every rank: DDP averaged the gradients
+                raise _diverged(f"the gradient norm became {grad_norm.item()} at update {step + 1} "
+                                f"(loss {loss.item():.4g})", run_dir, config)
+            optimizer.step()
+            step += 1
+            row = {"step": step, "loss": loss.item(), "reconstruction": stats["reconstruction"],
+                   "kl": stats["kl"], "seconds": round(time.time() - start, 2)}
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.2f}")
+            if rank == 0:
+                if val is not None and (step % s.eval_every == 0 or step == n_updates):
+                    failed = _validate(model, val, run_dir, step, row)
+                metrics.write(row)
             if step % s.checkpoint_every == 0 or step == n_updates or out_of_time:
-                save_checkpoint(run_dir / CHECKPOINT, model, config, step, optimizer,
-                                extra_tensors=pool.tensors() if pool is not None else None)
-        history.append(row)
-        if out_of_time:
-            log.info("stopping after %.1f minutes at update %d (resume to continue)", s.max_minutes, step)
-            break
-    bar.close()
+                extra = _rng_tensors(world, device)          # collective: every rank takes part
+                if pool is not None:
+                    extra.update(pool.tensors())
+                if rank == 0 and failed is None:             # never overwrite a good checkpoint with a bad one
+                    save_checkpoint(run_dir / CHECKPOINT, model, config, step, optimizer,
+                                    extra_tensors=extra)
+            history.append(row)
+            if out_of_time:
+                log.info("stopping after %.1f minutes at update %d (resume to continue)", s.max_minutes, step)
+                break
+        if failed is not None:   # the last update's validation (other ranks have finished)
+            raise _diverged(failed, run_dir, config)
+    finally:
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+    if os.environ.get("VNCA_SAVE_RANK_WEIGHTS"):  # test hook, see the module docstring
+        folder = Path(os.environ["VNCA_SAVE_RANK_WEIGHTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(folder / f"rank{rank}.safetensors"))
     return model, history
+
+
+def _non_finite_error(e: ValueError) -> bool:
+    """Whether torch.distributions rejected NaN or infinite parameters (a diverged model)."""
+    return "found invalid values" in str(e)
+
+
+def _validate(model, val: Tensor, run_dir: Path, step: int, row: dict) -> str | None:
+    """Validation ELBO into ``row`` and image grids; a description of the problem if it is NaN."""
+    try:
+        row["val_elbo"] = evaluate_elbo(model, val)
+        if not math.isfinite(row["val_elbo"]):
+            return f"the validation ELBO became {row['val_elbo']} after update {step}"
+        _save_pictures(model, val, run_dir, step)
+    except ValueError as e:
+        if not _non_finite_error(e):
+            raise
+        return f"the model's outputs became NaN or infinite after update {step}"
+    return None
+
+
+def _diverged(problem: str, run_dir: Path, config: ModelConfig) -> TrainingDiverged:
+    first_line = problem.splitlines()[0]
+    return TrainingDiverged(
+        f"{first_line}; stopped without saving. The last good checkpoint (if any) is kept in "
+        f"{run_dir / CHECKPOINT}. Try a lower learning rate (now {config.lr}) or a smaller gradient-norm "
+        f"clip (now {config.grad_clip}).")

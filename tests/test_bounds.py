@@ -1,0 +1,147 @@
+"""Tests for vnca_tutorial.bounds and the importance-weighted bound of vnca_tutorial.vae."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from vnca_tutorial.bounds import ELBO, bits_per_dim, log_mean_exp, split_sizes
+from vnca_tutorial.config import DoublingConfig
+from vnca_tutorial.model import build_model
+
+torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
+
+TINY = DoublingConfig(z_dim=8, hidden=8, n_blocks=1, n_doublings=2, image_size=8, steps_per_stage=2,
+                      encoder_channels=4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_model(TINY)
+    with torch.no_grad():                      # a decoder whose output depends strongly on z
+        for p in m.decoder.nca.update_net.out.parameters():
+            p.normal_(0, 0.3)
+    return m
+
+
+@pytest.fixture(scope="module")
+def x():
+    return (torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+
+
+def by_hand(model, x, eps):
+    """log p(x|z) + log p(z) - log q(z|x) for z = mean + std * eps, written out. eps (B, Z) -> (B,)."""
+    mean, log_var = model.encoder(x)
+    std = torch.exp(0.5 * log_var)
+    z = mean + std * eps
+    log_px_z = model.p_x_given_z(z).log_prob(x)
+    log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_qz = Normal(mean, std).log_prob(z).sum(-1)
+    return log_px_z + log_pz - log_qz
+
+
+@torch.no_grad()
+def test_iwae_with_one_sample_is_the_single_sample_elbo(model, x):
+    b, zd = x.shape[0], TINY.z_dim
+    # iwae draws eps (k, B, Z) from its generator
+    iwae = model.iwae(x, k=1, generator=torch.Generator().manual_seed(11))
+    eps = torch.randn((1, b, zd), generator=torch.Generator().manual_seed(11))[0]
+    torch.testing.assert_close(iwae, by_hand(model, x, eps), rtol=1e-5, atol=1e-4)
+    # elbo draws eps from torch's global generator (q.rsample); reseeding reproduces that draw
+    torch.manual_seed(5)
+    elbo = model.elbo(x, analytic_kl=False)
+    torch.manual_seed(5)
+    eps_global = torch.randn(b, zd)
+    torch.testing.assert_close(elbo.elbo, by_hand(model, x, eps_global), rtol=1e-5, atol=1e-4)
+    # so with the same draw the two estimators agree (global RNG feeds iwae when generator=None)
+    torch.manual_seed(5)
+    iwae_global = model.iwae(x, k=1)
+    torch.testing.assert_close(iwae_global, elbo.elbo, rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(iwae, iwae_global)          # different draws really differ
+
+
+@torch.no_grad()
+def test_iwae_is_above_the_elbo_and_grows_with_k(model, x):
+    seeds = range(4)
+    torch.manual_seed(0)
+    elbo = torch.stack([model.elbo(x).elbo for _ in seeds]).mean()
+    means = {}
+    for k in (1, 8, 64):
+        runs = [model.iwae(x, k=k, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        assert all(r.shape == (x.shape[0],) for r in runs)
+        means[k] = torch.stack(runs).mean().item()
+    assert means[64] >= elbo.item()
+    assert means[8] >= elbo.item()
+    assert means[1] <= means[8] <= means[64], means
+    assert means[64] - means[1] > 1.0, means                # the bound really tightens here
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_chunked_evaluation_agrees(model, x, chunk):
+    whole = model.iwae(x, k=8, chunk=8, generator=torch.Generator().manual_seed(2))
+    parts = model.iwae(x, k=8, chunk=chunk, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(parts, whole, rtol=0.0, atol=1e-4)
+    default = model.iwae(x, k=8, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(default, whole, rtol=0.0, atol=1e-4)
+
+
+def test_iwae_is_differentiable(model, x):
+    model.zero_grad()
+    model.iwae(x[:2], k=2).mean().backward()
+    assert model.encoder.linear.weight.grad is not None
+    assert model.decoder.nca.update_net.perceive.weight.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+# --- log_mean_exp, bits/dim, split_sizes -----------------------------------------------------------
+def test_log_mean_exp_is_stable():
+    big = log_mean_exp(torch.tensor([1000.0, 1000.0]))
+    small = log_mean_exp(torch.tensor([-1000.0, -1000.0]))
+    mixed = log_mean_exp(torch.tensor([1000.0, -1000.0]))
+    assert torch.isfinite(big) and torch.isfinite(small)
+    torch.testing.assert_close(big, torch.tensor(1000.0))
+    torch.testing.assert_close(small, torch.tensor(-1000.0))
+    torch.testing.assert_close(mixed, torch.tensor(1000.0 - math.log(2.0)))
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_log_mean_exp_matches_float64(dim):
+    x = torch.randn(5, 7, generator=torch.Generator().manual_seed(0)) * 10
+    direct = torch.log(torch.exp(x.double()).mean(dim=dim))
+    torch.testing.assert_close(log_mean_exp(x, dim=dim), direct.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_log_mean_exp_of_one_value_is_that_value():
+    x = torch.tensor([[-3.25, 7.5]])
+    assert torch.equal(log_mean_exp(x, dim=0), x[0])
+
+
+def test_bits_per_dim():
+    log_px = torch.tensor([-80.0, -1234.5])
+    h, w, c = 32, 32, 3
+    want = -log_px * math.log2(math.e) / (h * w * c)          # nats -> bits, per dimension
+    torch.testing.assert_close(bits_per_dim(log_px, h * w * c), want)
+    assert bits_per_dim(-math.log(2.0) * 784, 784) == pytest.approx(1.0)
+    assert bits_per_dim(0.0, 10) == 0.0
+    with pytest.raises(ValueError, match="H\\*W\\*C"):
+        bits_per_dim(log_px, 0)
+
+
+@pytest.mark.parametrize("k,chunk,want", [(128, 64, [64, 64]), (10, 3, [3, 3, 3, 1]), (5, 10, [5]),
+                                          (1, 1, [1]), (7, 7, [7])])
+def test_split_sizes(k, chunk, want):
+    assert split_sizes(k, chunk) == want
+    assert sum(split_sizes(k, chunk)) == k
+
+
+@pytest.mark.parametrize("k,chunk", [(0, 4), (4, 0), (-1, 2)])
+def test_split_sizes_rejects_non_positive(k, chunk):
+    with pytest.raises(ValueError):
+        split_sizes(k, chunk)
+
+
+def test_elbo_tuple_fields():
+    e = ELBO(torch.zeros(2), torch.ones(2), torch.ones(2))
+    assert e._fields == ("elbo", "reconstruction", "kl")

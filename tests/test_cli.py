@@ -1,0 +1,354 @@
+"""Tests for the ``vnca`` command (vnca_tutorial.cli) through its real entry points.
+
+Importing torch costs ~10 s on the shared 2-core machine, so most calls share ONE interpreter: a driver
+process runs ``python -m vnca_tutorial`` (``runpy.run_module("vnca_tutorial", run_name="__main__")``,
+exactly what ``-m`` does) once per command line, with its own sys.argv, environment and captured
+stdout/stderr, and records the exit status (an exception escaping the command is recorded as a traceback).
+Two further real processes check ``python -m vnca_tutorial`` and the installed ``vnca`` console script.
+The data is a tiny packed-bit binarized_mnist.npz (the format of shared/data/PROVENANCE.md) in tmp.
+"""
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vnca_tutorial.checkpoint import load_checkpoint
+from vnca_tutorial.config import PRESETS
+from vnca_tutorial.model import build_model
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4"]
+TINY_DOUBLING = ["--set", *TINY, "n_blocks=1", "steps_per_stage=2"]      # 15 states
+TINY_NONDOUBLING = ["--set", *TINY, "min_steps=2", "max_steps=4", "pool_size=8"]
+
+DRIVER = r'''
+import contextlib, io, json, os, runpy, sys, traceback
+calls = json.load(open(sys.argv[1]))
+results = {}
+for call in calls:
+    saved_env = dict(os.environ)
+    for key, value in call.get("env", {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    exec(call.get("setup", ""), {})
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["vnca"] + call["argv"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module("vnca_tutorial", run_name="__main__", alter_sys=True)
+            rc = 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            rc = -1
+    os.environ.clear()
+    os.environ.update(saved_env)
+    results[call["name"]] = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
+json.dump(results, open(sys.argv[2], "w"))
+'''
+
+
+def write_tiny_mnist(folder: Path, seed: int = 0) -> Path:
+    """binarized_mnist.npz as in PROVENANCE.md: packed bits (N, 98) uint8 per split, test_labels."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return np.packbits((rng.random((n, 784)) < 0.15).astype(np.uint8), axis=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "binarized_mnist.npz"
+    np.savez(path, train=split(24), valid=split(8), test=split(16),
+             test_labels=np.sort(rng.integers(0, 10, 16)).astype(np.uint8))
+    return path
+
+
+def environment(tmp: Path) -> dict:
+    env = dict(os.environ)
+    env.update(VNCA_DATA_DIR=str(tmp / "data"), VNCA_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Run every command line below in one driver process; {name: {"rc", "stdout", "stderr"}} plus paths."""
+    tmp = tmp_path_factory.mktemp("cli")
+    write_tiny_mnist(tmp / "data")
+    (tmp / "empty").mkdir()
+    (tmp / "garbage.safetensors").write_bytes(b"this is not a safetensors file" * 20)
+    run = tmp / "run"
+    ck = str(run / "checkpoint.safetensors")
+    p = {k: str(tmp / v) for k, v in dict(png="samples.png", gif="growth.gif", gif_nd="growth_nd.gif",
+                                          damage="damage.gif", damage_nd="damage_nd.gif", json="eval.json",
+                                          trunc="truncated.safetensors", mp4="growth.mp4").items()}
+    train = ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(run), "--checkpoint-every", "2",
+             "--eval-every", "2", "--eval-images", "8", "--threads", "1", *TINY_DOUBLING]
+    nd = ["--preset", "mnist_nondoubling_cpu", *TINY_NONDOUBLING]
+    calls = [
+        # --help of every command
+        ("help", ["--help"]), *[(f"help_{c}", [c, "--help"]) for c in ("train", "eval", "sample", "grow", "damage")],
+        # the happy path
+        ("train", [*train, "--updates", "3"]),
+        ("train_again", [*train, "--updates", "3"]),                     # exists: needs --resume
+        ("resume", [*train, "--updates", "4", "--resume"]),
+        ("eval", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--json", p["json"], "--threads", "1"]),
+        ("sample", ["sample", "--checkpoint", ck, "--n", "4", "--out", p["png"]]),
+        ("grow", ["grow", "--checkpoint", ck, "--n", "2", "--out", p["gif"]]),
+        ("grow_untrained_nondoubling", ["grow", *nd, "--steps", "5", "--n", "1", "--out", p["gif_nd"]]),
+        ("damage", ["damage", "--checkpoint", ck, "--n", "2", "--out", p["damage"]]),
+        ("damage_square", ["damage", *nd, "--kind", "square", "--at-step", "3", "--steps", "6", "--n", "2",
+                           "--out", p["damage_nd"]]),
+        # bad input: one line on stderr, no traceback
+        ("missing_checkpoint", ["eval", "--checkpoint", str(tmp / "nope.safetensors")]),
+        ("corrupt_checkpoint", ["sample", "--checkpoint", str(tmp / "garbage.safetensors")]),
+        ("truncated_checkpoint", ["grow", "--checkpoint", p["trunc"]],
+         f"d = open({ck!r}, 'rb').read(); open({p['trunc']!r}, 'wb').write(d[:len(d) // 2])"),
+        ("checkpoint_of_other_preset", ["sample", "--checkpoint", ck, "--preset", "mnist_nondoubling_cpu"]),
+        ("resume_other_preset", ["train", "--preset", "mnist_nondoubling_cpu", "--run-dir", str(run),
+                                 "--resume", "--updates", "5"]),
+        ("unknown_preset", ["train", "--preset", "mnist_doubling_gpu"]),
+        ("unknown_preset_sample", ["sample", "--preset", "nope"]),
+        ("empty_data_env", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r1")],
+         "", {"VNCA_DATA_DIR": str(tmp / "empty")}),
+        ("empty_data_dir", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r2"),
+                            "--data-dir", str(tmp / "empty")]),
+        ("celeba_without_data_dir", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "r3")]),
+        ("image_size", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r4"),
+                        "--set", "image_size=30"]),
+        ("image_size_vs_data", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r5"),
+                                "--set", "image_size=64", "n_doublings=5"]),
+        ("set_unknown_key", ["train", "--preset", "mnist_doubling_cpu", "--set", "zdim=8"]),
+        ("set_bad_value", ["train", "--preset", "mnist_doubling_cpu", "--set", "z_dim=eight"]),
+        ("diverged", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r6"), "--updates", "6",
+                      "--checkpoint-every", "1", "--threads", "1", *TINY_DOUBLING, "lr=1e30"]),
+        ("no_cuda", ["sample", "--preset", "mnist_doubling_cpu", "--device", "cuda"]),
+        ("no_mps", ["sample", "--preset", "mnist_doubling_cpu", "--device", "mps"]),
+        ("baseline_has_no_growth", ["grow", "--preset", "mnist_baseline_cpu", "--set", "z_dim=8",
+                                    "encoder_channels=4"]),
+        ("unknown_pretrained", ["eval", "--pretrained", "no_such_model"]),
+        ("eval_untrained", ["eval", "--preset", "mnist_doubling_cpu"]),
+        ("mp4", ["grow", "--checkpoint", ck, "--n", "1", "--out", p["mp4"]]),
+        ("bad_suffix", ["grow", "--checkpoint", ck, "--n", "1", "--out", str(tmp / "growth.png")]),
+        ("square_on_doubling", ["damage", "--checkpoint", ck, "--kind", "square"]),
+        ("at_step_out_of_range", ["damage", "--checkpoint", ck, "--at-step", "999"]),
+        # argparse errors: one line too, exit status 2
+        ("no_command", []),
+        ("unknown_option", ["train", "--preset", "mnist_doubling_cpu", "--bogus"]),
+        ("bad_int", ["eval", "--checkpoint", ck, "--k", "many"]),
+        ("bad_choice", ["sample", "--device", "tpu"]),
+        ("both_sources", ["sample", "--checkpoint", ck, "--pretrained", "x"]),
+        # a truncated download (last: it patches the data module for the rest of the driver)
+        ("truncated_download", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r7")],
+         "import io, pathlib, vnca_tutorial.data as d\n"
+         "d._open_url = lambda url, timeout: io.BytesIO(b'the first bytes of a file')\n"
+         f"d.DEV_DATA_DIR = pathlib.Path({str(tmp / 'nowhere')!r})",
+         {"VNCA_DATA_DIR": None}),
+    ]
+    spec = [{"name": c[0], "argv": c[1], "setup": c[2] if len(c) > 2 else "", "env": c[3] if len(c) > 3 else {}}
+            for c in calls]
+    (tmp / "calls.json").write_text(json.dumps(spec))
+    (tmp / "driver.py").write_text(DRIVER)
+    proc = subprocess.run([sys.executable, str(tmp / "driver.py"), str(tmp / "calls.json"), str(tmp / "out.json")],
+                          cwd=tmp, env=environment(tmp), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp / "out.json").read_text())
+    return {"r": results, "tmp": tmp, "run": run, "ck": ck, **p}
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def assert_error(result: dict, *needles: str, rc: int = 1, alone: bool = True) -> str:
+    """Exit status rc, no traceback, and exactly one ``vnca: error:`` line, the last one on stderr
+    (``alone``: the only line; otherwise INFO logs and a progress bar may come before it)."""
+    err = result["stderr"]
+    assert "Traceback" not in err, err
+    assert result["rc"] == rc, result
+    errs = [line for line in lines(err) if line.startswith("vnca: error:")]
+    assert len(errs) == 1 and lines(err)[-1] == errs[0], err
+    if alone:
+        assert lines(err) == errs, err
+    for needle in needles:
+        assert needle.lower() in errs[0].lower(), (needle, errs[0])
+    return errs[0]
+
+
+# --- --help ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command, options", [
+    ("", ["train", "eval", "sample", "grow", "damage", "vnca train"]),
+    ("train", ["--preset", "--run-dir", "--updates", "--data-dir", "--device", "--resume", "--seed",
+               "--checkpoint-every", "--eval-every", "--set", "example", "mnist_doubling_cpu"]),
+    ("eval", ["--checkpoint", "--pretrained", "--k", "--images", "--batch-size", "--seed", "--device", "--json",
+              "example"]),
+    ("sample", ["--checkpoint", "--preset", "--n", "--out", "--seed", "--device", "example", "UNTRAINED"]),
+    ("grow", ["--checkpoint", "--preset", "--n", "--out", "--fps", "--device", "example", ".mp4"]),
+    ("damage", ["--checkpoint", "--preset", "--n", "--at-step", "--kind", "right-half", "square", "--out",
+                "example"]),
+])
+def test_help(cli, command, options):
+    r = cli["r"][f"help_{command}" if command else "help"]
+    assert r["rc"] == 0 and r["stderr"] == ""
+    for option in options:
+        assert option in r["stdout"], option
+
+
+# --- the happy path -------------------------------------------------------------------------------
+def test_train_writes_a_checkpoint_and_resumes(cli):
+    r = cli["r"]["train"]
+    assert r["rc"] == 0, r["stderr"]
+    assert "Traceback" not in r["stderr"] and "INFO" in r["stderr"]          # logs go to stderr
+    assert "update 3" in r["stdout"]
+    config, tensors, meta = load_checkpoint(cli["ck"])
+    assert config.name == "mnist_doubling_cpu" and config.z_dim == 8 and config.steps_per_stage == 2
+    assert meta["step"] == "4"                                               # after the resume
+    assert assert_error(cli["r"]["train_again"], "--resume", alone=False)
+    r = cli["r"]["resume"]
+    assert r["rc"] == 0 and "update 4" in r["stdout"], r["stderr"]
+    rows = (cli["run"] / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["step", "1", "2", "3", "4"]
+
+
+def test_eval_prints_finite_nats_and_bpd(cli):
+    r = cli["r"]["eval"]
+    assert r["rc"] == 0, r["stderr"]
+    m = re.search(r"log p\(x\) >= (-?[\d.]+) nats \(([\d.]+) bits/dim\)", r["stdout"])
+    assert m, r["stdout"]
+    nats, bpd = float(m.group(1)), float(m.group(2))
+    assert math.isfinite(nats) and math.isfinite(bpd) and nats < 0 < bpd
+    assert bpd == pytest.approx(-nats / (32 * 32 * math.log(2)), abs=2e-4)
+    record = json.loads(Path(cli["json"]).read_text())
+    assert record["n_images"] == 8 and record["k"] == 4 and record["nats"] == pytest.approx(nats, abs=0.01)
+    assert "random subset of 8" in record["data"]
+    assert "IWAE" in r["stderr"]                                              # the progress bar
+
+
+def test_sample_writes_a_png_of_the_right_size(cli):
+    from PIL import Image
+    r = cli["r"]["sample"]
+    assert r["rc"] == 0, r["stderr"]
+    with Image.open(cli["png"]) as im:
+        # 4 samples in a 2 x 2 grid, 32 px images drawn at 2x with 2 px padding
+        assert im.size == (2 * (64 + 2) + 2,) * 2
+
+
+def gif_frames(path) -> np.ndarray:
+    import imageio.v3 as iio
+    return iio.imread(path, index=None)                                     # (F, H, W, C)
+
+
+def test_grow_writes_one_frame_per_state(cli):
+    r = cli["r"]["grow"]
+    assert r["rc"] == 0, r["stderr"]
+    config, _, _ = load_checkpoint(cli["ck"])
+    n_states = len(build_model(config).decoder.schedule())
+    assert n_states == 1 + 2 * 5 + 4                                         # seed, 5 stages of 2, 4 doublings
+    frames = gif_frames(cli["gif"])
+    assert len(frames) == n_states
+    assert frames.shape[1] >= 128 and frames.shape[2] >= 2 * 128             # 2 samples, each >= 128 px
+    r = cli["r"]["grow_untrained_nondoubling"]
+    assert r["rc"] == 0, r["stderr"]
+    assert "UNTRAINED" in r["stderr"]
+    frames = gif_frames(cli["gif_nd"])
+    assert len(frames) == 5 + 1 and frames.shape[1] >= 128 and frames.shape[2] >= 128
+
+
+def test_damage_writes_a_gif(cli):
+    for name, key, n_frames in [("damage", "damage", 15), ("damage_square", "damage_nd", 7)]:
+        r = cli["r"][name]
+        assert r["rc"] == 0, r["stderr"]
+        frames = gif_frames(cli[key])
+        assert len(frames) == n_frames
+        assert frames.shape[2] >= 2 * 2 * 128                                # damaged | undamaged, 2 samples
+    assert "right-half" in cli["r"]["damage"]["stdout"] and "square" in cli["r"]["damage_square"]["stdout"]
+
+
+# --- bad input ------------------------------------------------------------------------------------
+def test_checkpoint_errors(cli):
+    r = cli["r"]
+    assert_error(r["missing_checkpoint"], "nope.safetensors", "does not exist")
+    assert_error(r["corrupt_checkpoint"], "garbage.safetensors")
+    assert_error(r["truncated_checkpoint"], "truncated.safetensors")
+    assert_error(r["checkpoint_of_other_preset"], "mnist_doubling_cpu", "mnist_nondoubling_cpu")
+    assert_error(r["resume_other_preset"], "mnist_doubling_cpu", "mnist_nondoubling_cpu")
+
+
+def test_preset_and_config_errors(cli):
+    r = cli["r"]
+    for name in ("unknown_preset", "unknown_preset_sample"):
+        line = assert_error(r[name], "unknown preset")
+        assert all(p in line for p in PRESETS)                               # lists the valid ones
+    assert_error(r["image_size"], "image_size", "30")
+    assert_error(r["image_size_vs_data"], "32x32", "64x64", alone=False)
+    assert_error(r["set_unknown_key"], "zdim", "z_dim")
+    assert_error(r["set_bad_value"], "z_dim=eight", "int")
+    assert_error(r["baseline_has_no_growth"], "baseline", alone=False)
+    assert_error(r["unknown_pretrained"], "pretrained")
+    assert_error(r["eval_untrained"], "--checkpoint")
+    assert_error(r["bad_suffix"], ".gif")
+    assert_error(r["square_on_doubling"], "non-doubling", alone=False)
+    assert_error(r["at_step_out_of_range"], "999", alone=False)
+    try:
+        import imageio_ffmpeg  # noqa: F401
+        assert r["mp4"]["rc"] == 0 and Path(cli["mp4"]).stat().st_size > 0
+    except ImportError:
+        assert_error(r["mp4"], "imageio-ffmpeg", alone=False)
+
+
+def test_data_errors(cli):
+    r = cli["r"]
+    assert_error(r["empty_data_env"], "empty", "binarized_mnist.npz", alone=False)
+    assert_error(r["empty_data_dir"], "empty", "binarized_mnist.npz", alone=False)
+    assert_error(r["celeba_without_data_dir"], "--data-dir")
+    assert_error(r["truncated_download"], "corrupt or incomplete", "sha256", alone=False)
+    assert not list((cli["tmp"] / "cache").glob("*.amat"))                   # nothing half-written kept
+
+
+def test_divergence_is_one_clear_line(cli):
+    line = assert_error(cli["r"]["diverged"], "at update", "learning rate", alone=False)
+    assert "checkpoint" in line
+
+
+def test_missing_devices(cli):
+    if not torch.cuda.is_available():
+        assert_error(cli["r"]["no_cuda"], "cuda")
+    if not (torch.backends.mps.is_available()):
+        assert_error(cli["r"]["no_mps"], "mps")
+
+
+@pytest.mark.parametrize("name, needle", [("no_command", "required"), ("unknown_option", "--bogus"),
+                                          ("bad_int", "many"), ("bad_choice", "tpu"),
+                                          ("both_sources", "not allowed")])
+def test_command_line_errors_are_one_line(cli, name, needle):
+    assert_error(cli["r"][name], needle, rc=2)
+
+
+# --- real processes -------------------------------------------------------------------------------
+def test_real_entry_points(tmp_path):
+    """``python -m vnca_tutorial`` and the ``vnca`` console script, as separate processes."""
+    env = environment(tmp_path)
+    procs = {"module": subprocess.Popen([sys.executable, "-m", "vnca_tutorial", "eval", "--checkpoint",
+                                         str(tmp_path / "missing.safetensors")], cwd=tmp_path, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)}
+    script = shutil.which("vnca", path=os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]]))
+    if script:
+        procs["script"] = subprocess.Popen([script, "train", "--preset", "nope"], cwd=tmp_path, env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        needle = "missing.safetensors" if name == "module" else "unknown preset"
+        assert_error({"rc": proc.returncode, "stdout": out, "stderr": err}, needle)
+    if not script:
+        pytest.skip("the vnca console script is not installed (pip install -e .)")

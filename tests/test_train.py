@@ -1,0 +1,261 @@
+"""Tests for vnca_tutorial.train (Python API): learning, exact resume, divergence, checkpoints, sharding.
+
+Every model here is tiny (|z| = 8, hidden 8, 4-image batches, a handful of updates): the tests check the
+mechanics of the training loop, not the quality of the models.
+"""
+import csv
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from vnca_tutorial import checkpoint as ckpt
+from vnca_tutorial.checkpoint import CheckpointError, load_checkpoint, load_model, read_metadata
+from vnca_tutorial.config import get_preset
+from vnca_tutorial.model import build_model
+from vnca_tutorial.pool import StatePool
+from vnca_tutorial.train import (CHECKPOINT, METRICS, MetricsLog, TrainingDiverged, TrainSettings,
+                                 batch_indices, train)
+from vnca_tutorial.vae import VAE
+
+torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
+
+TINY = dict(z_dim=8, hidden=8, encoder_channels=4, batch_size=4)
+
+
+def doubling(**kw):
+    """A doubling VNCA with 15 states (K = 4 doublings, 2 steps per stage)."""
+    return get_preset("mnist_doubling_cpu", **{**TINY, "n_blocks": 1, "steps_per_stage": 2, **kw})
+
+
+def nondoubling(**kw):
+    """A non-doubling VNCA with pool training; pool_size 7 is not a multiple of the fresh share."""
+    return get_preset("mnist_nondoubling_cpu", **{**TINY, "min_steps": 2, "max_steps": 4, "pool_size": 7,
+                                                  **kw})
+
+
+def binary_images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 32, 32, generator=g) < 0.2).float()
+
+
+def settings(run_dir, **kw) -> TrainSettings:
+    return TrainSettings(run_dir=str(run_dir), **{"checkpoint_every": 2, "eval_every": 3, "progress": False,
+                                                  **kw})
+
+
+def read_rows(run_dir) -> list[dict]:
+    with open(Path(run_dir) / METRICS) as f:
+        return list(csv.DictReader(f))
+
+
+# --- learning -------------------------------------------------------------------------------------
+def test_a_few_updates_lower_the_loss_on_a_fixed_batch(tmp_path):
+    cfg = doubling(lr=1e-2)
+    x = binary_images(4)                                   # one batch: every update sees the same images
+
+    def loss_of(model) -> float:                           # the same z noise before and after
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return model(x).item()
+
+    torch.manual_seed(0)                                   # train() builds its model after this seed
+    before = loss_of(build_model(cfg))
+    model, history = train(cfg, x, settings(tmp_path, n_updates=12, checkpoint_every=100))
+    after = loss_of(model)
+    assert len(history) == 12
+    assert after < 0.8 * before, (before, after)
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+# --- resume ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make_config", [doubling, nondoubling], ids=["doubling", "nondoubling_pool"])
+def test_resume_gives_the_uninterrupted_run(tmp_path, make_config):
+    cfg = make_config()
+    x, val = binary_images(12), binary_images(4, seed=1)
+    n = 6
+    whole, _ = train(cfg, x, settings(tmp_path / "whole", n_updates=n), val_images=val)
+    train(cfg, x, settings(tmp_path / "split", n_updates=n // 2), val_images=val)   # "killed" at n/2
+    assert int(read_metadata(tmp_path / "split" / CHECKPOINT)["step"]) == n // 2
+    resumed, history = train(cfg, x, settings(tmp_path / "split", n_updates=n, resume=True), val_images=val)
+    assert [r["step"] for r in history] == list(range(n // 2 + 1, n + 1))   # it did continue
+
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    def rows(run):  # everything but the wall-clock seconds
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_rows(tmp_path / run)]
+    assert rows("whole") == rows("split")
+    assert len(rows("whole")) == n and rows("whole")[2]["val_elbo"] != ""
+    # the checkpoints agree too (optimizer, random state and, for the pool model, the pool)
+    _, t_whole, _ = load_checkpoint(tmp_path / "whole" / CHECKPOINT)
+    _, t_split, _ = load_checkpoint(tmp_path / "split" / CHECKPOINT)
+    assert t_whole.keys() == t_split.keys()
+    for k in t_whole:
+        assert torch.equal(t_whole[k], t_split[k]), k
+    if make_config is nondoubling:
+        assert t_whole["pool.states"].shape[0] == cfg.pool_size
+
+
+def test_checkpoint_of_another_config_refuses_to_resume(tmp_path):
+    x = binary_images(8)
+    train(doubling(), x, settings(tmp_path, n_updates=2))
+    with pytest.raises(CheckpointError, match="another config"):
+        train(doubling(lr=0.0123), x, settings(tmp_path, n_updates=4, resume=True))
+    with pytest.raises(CheckpointError, match="another config"):
+        train(nondoubling(), x, settings(tmp_path, n_updates=4, resume=True))
+
+
+# --- divergence -----------------------------------------------------------------------------------
+def _nan_at_update(monkeypatch, k: int) -> None:
+    """Make the training loss NaN at update k (the k-th call of the loss)."""
+    original, calls = VAE.forward, []
+
+    def forward(self, x, *args, **kw):
+        out = original(self, x, *args, **kw)
+        if self.training and torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) == k:
+                loss, stats = out if isinstance(out, tuple) else (out, None)
+                loss = loss * float("nan")
+                out = (loss, stats) if isinstance(out, tuple) else loss
+        return out
+    monkeypatch.setattr(VAE, "forward", forward)
+
+
+class _InfiniteGradient(torch.autograd.Function):
+    """Identity forward, infinite backward: a finite loss with non-finite gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
+
+
+def _infinite_gradient_at_update(monkeypatch, k: int) -> None:
+    original, calls = VAE.forward, []
+
+    def forward(self, x, *args, **kw):
+        loss, stats = original(self, x, *args, **kw)
+        calls.append(1)
+        return (_InfiniteGradient.apply(loss) if len(calls) == k else loss), stats
+    monkeypatch.setattr(VAE, "forward", forward)
+
+
+def _assert_last_good_checkpoint(run_dir: Path, before_update: int) -> None:
+    path = run_dir / CHECKPOINT
+    step = int(read_metadata(path)["step"])
+    assert 1 <= step < before_update
+    model = load_model(path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("how", ["nan_loss", "infinite_gradient"])
+def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, how):
+    k = 4
+    (_nan_at_update if how == "nan_loss" else _infinite_gradient_at_update)(monkeypatch, k)
+    with pytest.raises(TrainingDiverged) as info:
+        train(doubling(), binary_images(8), settings(tmp_path, n_updates=8, checkpoint_every=1))
+    message = str(info.value)
+    assert f"update {k}" in message and "learning rate" in message and str(tmp_path / CHECKPOINT) in message
+    assert ("loss became nan" if how == "nan_loss" else "gradient norm became") in message
+    assert int(read_metadata(tmp_path / CHECKPOINT)["step"]) == k - 1
+    _assert_last_good_checkpoint(tmp_path, k)
+
+
+def test_huge_learning_rate_diverges(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"at update \d+") as info:
+        train(doubling(lr=1e30), binary_images(8), settings(tmp_path, n_updates=10, checkpoint_every=1))
+    k = int(re.search(r"at update (\d+)", str(info.value)).group(1))
+    if k > 1:
+        _assert_last_good_checkpoint(tmp_path, k)
+
+
+# --- checkpoints and metrics ----------------------------------------------------------------------
+def test_checkpoints_are_atomic_and_corruption_is_reported(tmp_path, monkeypatch):
+    cfg = doubling()
+    run = tmp_path / "run"
+    model, _ = train(cfg, binary_images(8), settings(run, n_updates=3))
+    path = run / CHECKPOINT
+    assert sorted(p.name for p in run.iterdir() if "tmp" in p.name) == []
+    # the checkpoint gets the permissions of an ordinary new file (mkstemp alone would give 0600)
+    (tmp_path / "plain").write_text("x")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+
+    # a write that dies half-way leaves the old checkpoint intact and no temporary file
+    def dying_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(ckpt, "save_file", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(path, model, cfg, 99)
+    monkeypatch.undo()
+    assert int(read_metadata(path)["step"]) == 3 and load_model(path) is not None
+    assert sorted(p.name for p in run.iterdir() if "tmp" in p.name) == []
+
+    data = path.read_bytes()
+    for name, content in [("truncated", data[: len(data) // 2]), ("garbage", b"not a checkpoint" * 10),
+                          ("empty", b"")]:
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(content)
+        with pytest.raises(CheckpointError, match=re.escape(str(bad))):
+            load_model(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+    # resuming from a corrupt checkpoint names it too
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        train(cfg, binary_images(8), settings(run, n_updates=4, resume=True))
+
+
+def test_metrics_csv_columns(tmp_path):
+    train(doubling(), binary_images(8), settings(tmp_path, n_updates=4, eval_every=2),
+          val_images=binary_images(4, seed=1))
+    with open(tmp_path / METRICS) as f:
+        header = next(csv.reader(f))
+    assert header == ["step", "loss", "reconstruction", "kl", "val_elbo", "seconds"] == MetricsLog.FIELDS
+    rows = read_rows(tmp_path)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [r["val_elbo"] != "" for r in rows] == [False, True, False, True]
+    for r in rows:
+        assert float(r["loss"]) == pytest.approx(-float(r["reconstruction"]) + float(r["kl"]), rel=1e-4)
+    assert (tmp_path / "samples_0000002.png").exists() and (tmp_path / "config.json").exists()
+
+
+# --- batches --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [24, 27])
+def test_batch_indices_shard_ranks_and_permute_each_epoch(n):
+    batch, world, seed = 3, 2, 5
+    per_epoch = n // (batch * world)                       # 4 updates an epoch
+    epochs = []
+    for epoch in range(3):
+        seen = []
+        for i in range(per_epoch):
+            step = epoch * per_epoch + i
+            shards = [batch_indices(step, n, batch, seed, rank, world) for rank in range(world)]
+            assert all(len(s) == batch for s in shards)
+            assert not set(shards[0].tolist()) & set(shards[1].tolist())      # disjoint across ranks
+            seen += [j for s in shards for j in s.tolist()]
+        assert len(seen) == len(set(seen)) == per_epoch * batch * world    # no repeats in an epoch
+        if n % (batch * world) == 0:
+            assert sorted(seen) == list(range(n))                         # a full permutation
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]                                         # reshuffled every epoch
+    assert torch.equal(batch_indices(7, n, batch, seed, 1, world), batch_indices(7, n, batch, seed, 1, world))
+    assert not torch.equal(batch_indices(0, n, batch, seed), batch_indices(0, n, batch, seed + 1))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        batch_indices(0, 5, batch, seed, 0, world)
+
+
+def test_pool_fills_every_slot_before_reusing_any():
+    pool = StatePool(7)
+    assert pool.slots_for_fresh(4).tolist() == [0, 1, 2, 3]
+    assert pool.slots_for_fresh(2).tolist() == [4, 5]
+    slots = pool.slots_for_fresh(2, torch.Generator().manual_seed(0))
+    assert slots[0].item() == 6 and len(slots) == 2 and len(pool) == 7
