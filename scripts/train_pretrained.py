@@ -42,8 +42,7 @@ def main() -> None:
     val = load_binarized_mnist("test")
     settings = TrainSettings(run_dir=f"runs/pretrained/{a.name}", checkpoint_every=50, eval_every=1000,
                              eval_images=512, resume=True, progress=False, max_minutes=a.minutes)
-    train(SHIPPED[a.name], data.images, settings, val_images=val.images[torch.randperm(10000,
-          generator=torch.Generator().manual_seed(0))])
+    train(SHIPPED[a.name], data.images, settings, val_images=val.images)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from vnca_tutorial.bounds import ELBO, bits_per_dim, log_mean_exp, split_sizes
 from vnca_tutorial.config import DoublingConfig
 from vnca_tutorial.model import build_model
 
-torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
 
 TINY = DoublingConfig(z_dim=8, hidden=8, n_blocks=1, n_doublings=2, image_size=8, steps_per_stage=2,
                       encoder_channels=4)

@@ -7,7 +7,6 @@ stdout/stderr, and records the exit status (an exception escaping the command is
 Two further real processes check ``python -m vnca_tutorial`` and the installed ``vnca`` console script.
 The data is a tiny packed-bit binarized_mnist.npz (the format of shared/data/PROVENANCE.md) in tmp.
 """
-import io
 import json
 import math
 import os
@@ -32,7 +31,8 @@ TINY_NONDOUBLING = ["--set", *TINY, "min_steps=2", "max_steps=4", "pool_size=8"]
 
 DRIVER = r'''
 import contextlib, io, json, os, runpy, sys, traceback
-calls = json.load(open(sys.argv[1]))
+calls_path, results_path = sys.argv[1], sys.argv[2]
+calls = json.load(open(calls_path))
 results = {}
 for call in calls:
     saved_env = dict(os.environ)
@@ -56,7 +56,7 @@ for call in calls:
     os.environ.clear()
     os.environ.update(saved_env)
     results[call["name"]] = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
-json.dump(results, open(sys.argv[2], "w"))
+json.dump(results, open(results_path, "w"))
 '''
 
 
@@ -73,6 +73,20 @@ def write_tiny_mnist(folder: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_tiny_celeba(root: Path, n_train: int = 5, n_test: int = 3) -> None:
+    """root/celeba/img_align_celeba/*.jpg (178x218 RGB) and list_eval_partition.txt (0 train, 2 test)."""
+    from PIL import Image
+    folder = root / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, part in enumerate([0] * n_train + [2] * n_test):
+        name = f"{i + 1:06d}.jpg"
+        Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(folder / name)
+        lines.append(f"{name} {part}")
+    (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+
+
 def environment(tmp: Path) -> dict:
     env = dict(os.environ)
     env.update(VNCA_DATA_DIR=str(tmp / "data"), VNCA_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1",
@@ -86,6 +100,7 @@ def cli(tmp_path_factory):
     """Run every command line below in one driver process; {name: {"rc", "stdout", "stderr"}} plus paths."""
     tmp = tmp_path_factory.mktemp("cli")
     write_tiny_mnist(tmp / "data")
+    write_tiny_celeba(tmp / "celeba_root")
     (tmp / "empty").mkdir()
     (tmp / "garbage.safetensors").write_bytes(b"this is not a safetensors file" * 20)
     run = tmp / "run"
@@ -110,6 +125,13 @@ def cli(tmp_path_factory):
         ("damage", ["damage", "--checkpoint", ck, "--n", "2", "--out", p["damage"]]),
         ("damage_square", ["damage", *nd, "--kind", "square", "--at-step", "3", "--steps", "6", "--n", "2",
                            "--out", p["damage_nd"]]),
+        # CelebA is read lazily, image by image (RGB, discretized logistic likelihood)
+        ("celeba_train", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "celeba_run"),
+                          "--data-dir", str(tmp / "celeba_root"), "--updates", "1", "--eval-every", "1",
+                          "--threads", "1", "--set", "z_dim=16", "hidden=8", "encoder_channels=4", "batch_size=4",
+                          "n_blocks=1", "steps_per_stage=1"]),
+        ("celeba_eval", ["eval", "--checkpoint", str(tmp / "celeba_run" / "checkpoint.safetensors"), "--data-dir",
+                         str(tmp / "celeba_root"), "--k", "2", "--images", "2"]),
         # bad input: one line on stderr, no traceback
         ("missing_checkpoint", ["eval", "--checkpoint", str(tmp / "nope.safetensors")]),
         ("corrupt_checkpoint", ["sample", "--checkpoint", str(tmp / "garbage.safetensors")]),
@@ -149,6 +171,10 @@ def cli(tmp_path_factory):
         ("bad_int", ["eval", "--checkpoint", ck, "--k", "many"]),
         ("bad_choice", ["sample", "--device", "tpu"]),
         ("both_sources", ["sample", "--checkpoint", ck, "--pretrained", "x"]),
+        # an installation without the pretrained module (patches sys.modules for the rest of the driver)
+        ("pretrained_module_missing", ["sample", "--pretrained", "mnist_doubling_small"],
+         "import sys, vnca_tutorial\nsys.modules['vnca_tutorial.pretrained'] = None\n"
+         "vnca_tutorial.__dict__.pop('pretrained', None)"),
         # a truncated download (last: it patches the data module for the rest of the driver)
         ("truncated_download", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r7")],
          "import io, pathlib, vnca_tutorial.data as d\n"
@@ -235,6 +261,17 @@ def test_eval_prints_finite_nats_and_bpd(cli):
     assert "IWAE" in r["stderr"]                                              # the progress bar
 
 
+def test_celeba_is_read_lazily(cli):
+    r = cli["r"]["celeba_train"]
+    assert r["rc"] == 0, r["stderr"]
+    assert "on 5 images" in r["stderr"] and (cli["tmp"] / "celeba_run" / "samples_0000001.png").exists()
+    r = cli["r"]["celeba_eval"]
+    assert r["rc"] == 0, r["stderr"]
+    m = re.search(r"log p\(x\) >= (-?[\d.]+) nats \(([\d.]+) bits/dim\)", r["stdout"])
+    assert m and math.isfinite(float(m.group(1))) and "2 test images" in r["stdout"]
+    assert float(m.group(2)) == pytest.approx(-float(m.group(1)) / (3 * 32 * 32 * math.log(2)), abs=2e-4)
+
+
 def test_sample_writes_a_png_of_the_right_size(cli):
     from PIL import Image
     r = cli["r"]["sample"]
@@ -295,7 +332,8 @@ def test_preset_and_config_errors(cli):
     assert_error(r["set_unknown_key"], "zdim", "z_dim")
     assert_error(r["set_bad_value"], "z_dim=eight", "int")
     assert_error(r["baseline_has_no_growth"], "baseline", alone=False)
-    assert_error(r["unknown_pretrained"], "pretrained")
+    assert_error(r["unknown_pretrained"], "pretrained", "no_such_model")
+    assert_error(r["pretrained_module_missing"], "mnist_doubling_small", "no pretrained models", "--checkpoint")
     assert_error(r["eval_untrained"], "--checkpoint")
     assert_error(r["bad_suffix"], ".gif")
     assert_error(r["square_on_doubling"], "non-doubling", alone=False)

@@ -11,7 +11,6 @@ from vnca_tutorial.config import (PRESETS, BaselineConfig, DoublingConfig, NonDo
 from vnca_tutorial.decoders import DoublingDecoder, NonDoublingDecoder
 from vnca_tutorial.model import VNCA, build_model
 
-torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

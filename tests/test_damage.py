@@ -6,7 +6,6 @@ from vnca_tutorial.damage import (apply_mask, as_hook, damage_random_square, dam
                                   random_square_masks, right_half_mask, square_mask)
 from vnca_tutorial.decoders import DoublingDecoder
 
-torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
 
 
 def nonzero_state(b, c, h, w, seed=0):

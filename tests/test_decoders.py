@@ -7,7 +7,6 @@ from vnca_tutorial.decoders import DoublingDecoder, NonDoublingDecoder, StepInfo
 from vnca_tutorial.model import make_decoder
 from vnca_tutorial.nca import double
 
-torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
 
 
 def randomise(module, seed=0, std=0.1):

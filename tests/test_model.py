@@ -6,7 +6,6 @@ from vnca_tutorial.baseline import ConvVAE
 from vnca_tutorial.config import PRESETS, BaselineConfig, DoublingConfig, NonDoublingConfig
 from vnca_tutorial.model import VNCA, build_model
 
-torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
 
 
 TINY_BERN = DoublingConfig(z_dim=8, hidden=8, n_blocks=1, n_doublings=2, image_size=8,

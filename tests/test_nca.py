@@ -6,7 +6,6 @@ from torch import nn
 
 from vnca_tutorial.nca import NCA, UpdateNetwork, double, per_cell
 
-torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
 
 
 def randomise(module: nn.Module, seed: int = 0, std: float = 0.2) -> None:

@@ -16,8 +16,9 @@ def check_images(x: Tensor, channels: int, size: int, likelihood: str) -> None:
         raise ValueError(f"expected {channels} image channel(s), got {x.shape[1]}: "
                          f"images must have shape {expected}")
     if tuple(x.shape[-2:]) != (size, size):
+        hint = "; pad MNIST 28x28 -> 32x32 with 2 zero pixels per side" if x.shape[-1] == 28 else ""
         raise ValueError(f"this model makes {size}x{size} images, got {x.shape[-2]}x{x.shape[-1]} "
-                         f"(shape {expected} expected; MNIST must be zero-padded 28 -> 32)")
+                         f"(shape {expected} expected{hint})")
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise ValueError("images contain NaN or infinite values")
     if likelihood == "bernoulli" and not ((x == 0) | (x == 1)).all():

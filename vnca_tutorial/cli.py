@@ -176,12 +176,13 @@ def _pretrained(name: str):
         from . import pretrained
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("vnca_tutorial.pretrained"):
-            raise CLIError("no pretrained models in this installation (the module vnca_tutorial.pretrained "
-                           "is missing); use --checkpoint PATH") from None
+            raise CLIError(f"cannot load pretrained model {name!r}: no pretrained models in this "
+                           "installation (the module vnca_tutorial.pretrained is missing); use --checkpoint "
+                           "PATH") from None
         raise
     if not (hasattr(pretrained, "load") and hasattr(pretrained, "names")):
-        raise CLIError("no pretrained models in this installation (vnca_tutorial.pretrained has no "
-                       "load()/names()); use --checkpoint PATH")
+        raise CLIError(f"cannot load pretrained model {name!r}: no pretrained models in this installation "
+                       "(vnca_tutorial.pretrained has no load()/names()); use --checkpoint PATH")
     names = sorted(pretrained.names())
     if name not in names:
         raise CLIError(f"unknown pretrained model {name!r}; available: {', '.join(names) or '(none)'}")
@@ -329,12 +330,11 @@ def cmd_train(args) -> int:
     if len(images) < global_batch:
         raise CLIError(f"{len(images)} training images are fewer than one batch of {global_batch}")
     log.info("training %s on %d images (%s); validation: %s", config.name, len(images), source, val_source)
-    order = _fixed_order(len(val), args.seed)[: args.eval_images]   # a random validation subset
     settings = TrainSettings(run_dir=str(run_dir), n_updates=args.updates, checkpoint_every=args.checkpoint_every,
                              eval_every=args.eval_every, eval_images=args.eval_images, seed=args.seed,
                              device=device, resume=args.resume, progress=not args.quiet,
                              max_minutes=args.max_minutes)
-    _, history = train(config, images, settings, val_images=val[order])
+    _, history = train(config, images, settings, val_images=val)
     if int(os.environ.get("RANK", "0")) == 0:
         last = history[-1] if history else None
         done = f"update {last['step']}, loss {last['loss']:.2f}" if last else "nothing to do"
@@ -599,7 +599,8 @@ def _setup_logging(quiet: bool) -> None:
                                                datefmt="%H:%M:%S"))
         pkg.addHandler(handler)
         pkg.propagate = False
-    pkg.setLevel(logging.WARNING if quiet else logging.INFO)
+    other_rank = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
+    pkg.setLevel(logging.WARNING if quiet or other_rank else logging.INFO)   # under torchrun rank 0 logs
 
 
 def main(argv: list[str] | None = None) -> int:

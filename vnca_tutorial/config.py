@@ -21,9 +21,13 @@ def _check_common(cfg) -> None:
         raise ValueError(
             f"likelihood {cfg.likelihood!r} models {expected_channels}-channel images, "
             f"but image_channels={cfg.image_channels}")
-    for field in ("z_dim", "hidden", "batch_size", "image_size", "n_mix"):
-        if getattr(cfg, field) < 1:
-            raise ValueError(f"{field} must be a positive integer, got {getattr(cfg, field)}")
+    for field in ("z_dim", "hidden", "batch_size", "image_size", "n_mix", "encoder_channels"):
+        if not isinstance(getattr(cfg, field), int) or getattr(cfg, field) < 1:
+            raise ValueError(f"{field} must be a positive integer, got {getattr(cfg, field)!r}")
+    if cfg.beta < 0:
+        raise ValueError(f"beta weights the KL term and must be >= 0, got {cfg.beta}")
+    if getattr(cfg, "n_blocks", 0) < 0:
+        raise ValueError(f"n_blocks must be >= 0, got {cfg.n_blocks}")
     if cfg.z_dim < cfg.n_likelihood_channels:
         raise ValueError(f"z_dim={cfg.z_dim} is too small: the likelihood reads "
                          f"{cfg.n_likelihood_channels} cell channels")
@@ -67,6 +71,9 @@ class DoublingConfig(_Common):
 
     def __post_init__(self) -> None:
         _check_common(self)
+        if self.n_doublings < 0 or self.steps_per_stage < 1:
+            raise ValueError(f"need n_doublings (K) >= 0 and steps_per_stage (M) >= 1, got "
+                             f"K={self.n_doublings}, M={self.steps_per_stage}")
         if self.image_size != 2 * 2 ** self.n_doublings:
             raise ValueError(
                 f"a doubling decoder with K={self.n_doublings} doublings grows a 2x2 seed to "

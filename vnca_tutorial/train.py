@@ -157,6 +157,8 @@ class MetricsLog:
         if self.path.exists() and resume_step > 0:
             with open(self.path) as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        # wall time already spent before a resume, so that "seconds" counts the whole run
+        self.seconds_before = float(rows[-1]["seconds"]) if rows and rows[-1]["seconds"] else 0.0
         with open(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, self.FIELDS)
             w.writeheader()
@@ -205,8 +207,8 @@ def train(config: ModelConfig, images: Tensor, settings: TrainSettings | None = 
           val_images: Tensor | None = None):
     """Train ``config`` on ``images`` (N, C, H, W); returns the model and the list of logged rows.
 
-    The first ``settings.eval_images`` of ``val_images`` are the validation subset: pass them in a random
-    order (the binarized MNIST test split is sorted by label). Raises `TrainingDiverged` if the loss or
+    A fixed-seed random ``settings.eval_images`` of ``val_images`` are the validation subset (never the
+    first ones: the binarized MNIST test split is sorted by label). Raises `TrainingDiverged` if the loss or
     the gradient norm becomes NaN or infinite; the checkpoint on disk is then the last good one.
     """
     s = settings or TrainSettings()
@@ -239,9 +241,13 @@ def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Te
     if rank == 0:
         atomic_write(run_dir / "config.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(config_to_dict(config), indent=2)))
-    val = val_images[: s.eval_images] if val_images is not None else None
+    val = None
+    if val_images is not None:   # a fixed random subset: the MNIST test set is sorted by label
+        order = torch.randperm(len(val_images), generator=torch.Generator().manual_seed(0))
+        val = val_images[order[: s.eval_images]]
     n_updates = s.n_updates or config.n_updates
     history, start = [], time.time()
+    seconds_before = metrics.seconds_before if metrics is not None else 0.0
     from tqdm.auto import tqdm
     bar = tqdm(total=n_updates, initial=step, disable=not s.progress or rank > 0, desc=config.name)
     try:
@@ -275,7 +281,7 @@ def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Te
             optimizer.step()
             step += 1
             row = {"step": step, "loss": loss.item(), "reconstruction": stats["reconstruction"],
-                   "kl": stats["kl"], "seconds": round(time.time() - start, 2)}
+                   "kl": stats["kl"], "seconds": round(seconds_before + time.time() - start, 2)}
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.2f}")
             if rank == 0:

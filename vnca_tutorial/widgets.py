@@ -20,9 +20,12 @@ and in ``.message``, never as a traceback.
 """
 from __future__ import annotations
 
+import base64
 import html
 import io
-import re
+import json
+import string
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -122,7 +125,7 @@ class Growth:
     z: Tensor                 # (B, Z) the codes grown
     infos: list[StepInfo]     # what produced each state (decoders.StepInfo)
     means: Tensor             # (T+1, B, C, S, S) mean of p(x | state t), cells upscaled to the final S x S
-    samples: Tensor           # (T+1, B, C, S, S) a sample of p(x | state t), upscaled the same way
+    samples: Tensor | None    # (T+1, B, C, S, S) a sample of p(x | state t), upscaled the same way
 
 
 @torch.no_grad()
@@ -140,16 +143,24 @@ def image_frames(model, states: Sequence[Tensor], sample_seed: int | None = 0
         p = model.likelihood(state)
         means.append(resize_nearest(p.mean, size).cpu())       # (B, C, S, S)
         if sample_seed is not None:
-            devices = [state.device] if state.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(sample_seed)
-                samples.append(resize_nearest(p.sample(), size).cpu())
+            samples.append(resize_nearest(_seeded(p.sample, sample_seed, state.device), size).cpu())
     return torch.stack(means), (torch.stack(samples) if samples else None)
 
 
+def _seeded(draw: Callable[[], Tensor], seed: int, device: torch.device) -> Tensor:
+    """draw() with the global generator of ``device`` seeded, leaving the global random state as it was.
+    (Seeds only that generator: torch.manual_seed would also queue seeds for every lazy accelerator.)"""
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        generator = torch.cuda.default_generators[device.index or 0] if cuda else torch.default_generator
+        generator.manual_seed(seed)
+        return draw()
+
+
 @torch.no_grad()
-def grow_frames(model, z: Tensor, steps: int | None = None, sample_seed: int = 0) -> Growth:
-    """Grow z (B, Z) with ``model.grow`` and keep, per state, the image mean and a sample (chapter 11)."""
+def grow_frames(model, z: Tensor, steps: int | None = None, sample_seed: int | None = 0) -> Growth:
+    """Grow z (B, Z) with ``model.grow`` and keep, per state, the image mean and a sample (chapter 11).
+    ``sample_seed=None`` skips the samples."""
     _check_trajectory(model)
     states, infos = model.grow(z, **_grow_kwargs(model, steps))
     means, samples = image_frames(model, states, sample_seed)
@@ -620,7 +631,8 @@ class DamageLab(_Widget):
             infos = schedule(model, steps)
             t = self.at_step.value
             if not 0 <= t < len(infos):
-                raise ValueError(f"damage step {t} is past the end of the trajectory: "
+                where = "past the end of" if t > 0 else "before the start of"
+                raise ValueError(f"damage step {t} is {where} the trajectory: "
                                  f"{self.model_menu.value!r} has states 0 to {len(infos) - 1}")
             size = infos[t].size
             mask = damage_mask(self.kind.value, size, self.top.value, self.left.value, self.size.value,
@@ -885,37 +897,59 @@ class LatentExplorer(_Widget):
 
 
 # --------------------------------------------------------------------------- static HTML
-def frames_to_html(frames: Sequence[np.ndarray], titles: Sequence[str], interval: int = 120) -> str:
-    """A self-contained JavaScript player (matplotlib's ``to_jshtml``: frames embedded as base64 PNGs,
-    no external scripts) for uint8 (H, W, 3) frames with a caption each."""
-    from matplotlib.animation import FuncAnimation
-    from matplotlib.figure import Figure
+_PLAYER = string.Template("""\
+<div id="vnca-animation-$id" style="font: 12px sans-serif; margin: 0.5em 0">
+  <img src="$first" width="$width" height="$height" alt="animation frame"
+       style="image-rendering: pixelated; display: block">
+  <div class="vnca-caption" style="margin: 0.3em 0; white-space: pre-line">$caption</div>
+  <button class="vnca-first" title="first frame">&#x23EE;</button>
+  <button class="vnca-previous" title="previous frame">&#x25C1;</button>
+  <button class="vnca-play" title="play / pause">&#x25B6;</button>
+  <button class="vnca-next" title="next frame">&#x25B7;</button>
+  <button class="vnca-last" title="last frame">&#x23ED;</button>
+  <input type="range" min="0" max="$last" value="$last" style="vertical-align: middle; width: 12em">
+  <label><input type="checkbox"> loop</label>
+</div>
+<script>
+(function vncaAnimation() {  // a player for frames embedded below: nothing is fetched
+  var frames = $frames, captions = $captions, interval = $interval, i = $last, timer = null;
+  var root = document.getElementById("vnca-animation-$id");
+  var image = root.querySelector("img"), caption = root.querySelector(".vnca-caption");
+  var slider = root.querySelector("input[type=range]"), loop = root.querySelector("input[type=checkbox]");
+  var play = root.querySelector(".vnca-play");
+  function show(k) {
+    i = Math.max(0, Math.min(frames.length - 1, k));
+    image.src = frames[i]; caption.textContent = captions[i]; slider.value = i;
+  }
+  function stop() { clearInterval(timer); timer = null; play.innerHTML = "&#x25B6;"; }
+  function tick() {
+    if (i < frames.length - 1) show(i + 1); else if (loop.checked) show(0); else stop();
+  }
+  play.onclick = function () {
+    if (timer) { stop(); return; }
+    if (i >= frames.length - 1) show(0);
+    timer = setInterval(tick, interval); play.innerHTML = "&#x23F8;";
+  };
+  root.querySelector(".vnca-first").onclick = function () { stop(); show(0); };
+  root.querySelector(".vnca-previous").onclick = function () { stop(); show(i - 1); };
+  root.querySelector(".vnca-next").onclick = function () { stop(); show(i + 1); };
+  root.querySelector(".vnca-last").onclick = function () { stop(); show(frames.length - 1); };
+  slider.oninput = function () { stop(); show(parseInt(slider.value, 10)); };
+})();
+</script>
+""")
+
+
+def frames_to_html(frames: Sequence[np.ndarray], captions: Sequence[str], interval: int = 120) -> str:
+    """A self-contained JavaScript player for uint8 (H, W, 3) frames with a caption each: the frames are
+    embedded as base64 PNGs and the player is inline, so it plays in any browser without a kernel and
+    fetches nothing. It opens on the last frame; play starts from the first."""
+    urls = ["data:image/png;base64," + base64.b64encode(_png_array(f)).decode("ascii") for f in frames]
     h, w = frames[0].shape[:2]
-    dpi, title_px = 100, 28
-    fig = Figure(figsize=(w / dpi, (h + title_px) / dpi), dpi=dpi)
-    ax = fig.add_axes((0, 0, 1, h / (h + title_px)))
-    ax.set_axis_off()
-    image = ax.imshow(frames[0], interpolation="nearest")
-    title = fig.text(0.5, 1 - 4 / (h + title_px), titles[0], ha="center", va="top", fontsize=7)
-
-    def update(i: int):
-        image.set_data(frames[i])
-        title.set_text(titles[i])
-        return image, title
-
-    animation = FuncAnimation(fig, update, frames=len(frames), interval=interval)
-    return _offline(animation.to_jshtml(default_mode="once"))
-
-
-# matplotlib's player loads Font Awesome from a CDN for its button icons; plain characters need nothing.
-_GLYPHS = {"minus": "−", "fast-backward": "⏮", "step-backward": "◁", "play fa-flip-horizontal": "◀",
-           "pause": "⏸", "play": "▶", "step-forward": "▷", "fast-forward": "⏭", "plus": "+"}
-
-
-def _offline(page: str) -> str:
-    """``to_jshtml`` output with no external resource: the CDN stylesheet removed, icons as characters."""
-    page = re.sub(r'<link rel="stylesheet"\s*href="https?://[^"]*">', "", page)
-    return re.sub(r'<i class="fa fa-([a-z -]+)"></i>', lambda m: _GLYPHS.get(m.group(1), "·"), page)
+    return _PLAYER.substitute(
+        id=uuid.uuid4().hex, first=urls[-1], width=w, height=h, caption=html.escape(captions[-1]),
+        last=len(frames) - 1, frames=json.dumps(urls), captions=json.dumps(list(captions)),
+        interval=int(interval))
 
 
 def growth_animation_html(model, n: int = 4, seed: int = 0, images=None, steps: int | None = None,
@@ -924,7 +958,7 @@ def growth_animation_html(model, n: int = 4, seed: int = 0, images=None, steps: 
     n of ``images``): the image mean of every state, upscaled to the final grid."""
     _check_trajectory(model)
     z = encode(model, _images(images)[:n]) if images is not None else prior_z(model, n, seed)
-    g = grow_frames(model, z, steps)
+    g = grow_frames(model, z, steps, sample_seed=None)
     lik = model.config.likelihood
     frames = [image_grid(to_unit(m, lik), nrow=len(z), scale=scale) for m in g.means]
     titles = [describe(info, len(g.infos), model.doubling) for info in g.infos]

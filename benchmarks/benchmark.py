@@ -1,0 +1,685 @@
+"""CPU benchmark of the VNCA: speed, memory, counted FLOPs and efficiency, in one run.
+
+For every selected preset it measures, on this machine and in this process:
+
+* one training update exactly as `vnca_tutorial.train` does it (forward, backward, gradient clipping, Adam;
+  the non-doubling presets with a filled pool, damage, and T fixed at the mean of [min_steps, max_steps]):
+  updates per second and images per second at the preset's batch size (median of a few updates after
+  warm-up), wall-clock and process CPU time;
+* the peak memory of one update: the peak of the tensor memory the update allocates (exact: tracked with a
+  TorchDispatchMode) and the peak growth of the process RSS (sampled every 2 ms, after ``malloc_trim``);
+* the decoder's forward time per image (``torch.inference_mode``, the preset's batch size);
+* the importance-weighted bound with k = 128 samples (`VAE.iwae`, ``torch.inference_mode``) per test image;
+* the FLOPs of each, COUNTED with ``torch.utils.flop_counter.FlopCounterMode`` (matrix multiplies and
+  convolutions, forward and backward; elementwise work is not counted), and the fraction of this machine's
+  float32 matrix-multiply rate they reach. That rate is measured in the same run (a 2048 x 2048 sgemm on 1
+  and 2 threads), together with the bfloat16 rate.
+
+Each VNCA preset is measured twice, side by side: ``fast`` is the package (channels-last per-cell matrix
+multiplies, `vnca_tutorial.nca.per_cell`), ``reference`` is the straightforward implementation, the same
+update network with the same weights computed in NCHW with ``F.conv2d`` 1x1 convolutions
+(`reference_update` below; tests/test_perf_equivalence.py checks that both compute the same function).
+
+    python benchmarks/benchmark.py --quick                         # smoke run, about two minutes
+    python benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu --threads 1 \\
+        --json benchmarks/results/cpu.json --txt benchmarks/results/cpu.txt
+    python benchmarks/benchmark.py --checkpointing --bf16          # extra rows: checkpointing, bfloat16
+
+The default presets are all ``*_cpu`` presets plus the paper-scale ``mnist_doubling`` with a reduced plan
+(one warm-up update that is also the instrumented one, one timed update, no reference row, the IWAE timed
+at k = 16 and extrapolated to k = 128, which is exact in FLOPs and close in time since the encoder runs
+once and the decoder k times in chunks). Images are random (binary or 8-bit): speed does not depend on
+pixel values, and no data set has to be on disk. On a machine that other jobs share, wall-clock numbers
+are noisy; the process CPU time (also reported) is steadier with one thread. See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import types
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.checkpoint import checkpoint
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:           # run from a checkout without installing the package
+    sys.path.insert(0, str(ROOT))
+
+from vnca_tutorial.config import PRESETS, NonDoublingConfig, get_preset  # noqa: E402
+from vnca_tutorial.model import VNCA, build_model  # noqa: E402
+from vnca_tutorial.nca import NCA, UpdateNetwork  # noqa: E402
+from vnca_tutorial.pool import StatePool  # noqa: E402
+
+MiB = 2 ** 20
+QUICK_PRESETS = ["mnist_doubling_cpu", "mnist_nondoubling_cpu", "mnist_baseline_cpu"]
+
+
+def default_presets() -> list[str]:
+    return [n for n in PRESETS if n.endswith("_cpu")] + ["mnist_doubling"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The straightforward implementation, for comparison
+# ----------------------------------------------------------------------------------------------------
+def reference_update(net: UpdateNetwork, state: Tensor) -> Tensor:
+    """u(x) computed the straightforward way: NCHW tensors, every 1x1 layer an ``F.conv2d``, the weights
+    of ``net``. (B, C, H, W) -> (B, C, H, W), NCHW-contiguous."""
+    state = state.contiguous()
+    h = F.conv2d(state, net.perceive.weight, net.perceive.bias, padding=1)
+    if net.n_blocks == 0:
+        h = F.elu(h)
+    for block in net.blocks:
+        r = F.conv2d(F.elu(F.conv2d(h, block.conv1.weight, block.conv1.bias)),
+                     block.conv2.weight, block.conv2.bias)
+        h = h + r
+    return F.conv2d(h, net.out.weight, net.out.bias)
+
+
+def reference_step(nca: NCA, state: Tensor) -> Tensor:
+    """One NCA step with `reference_update`, the state kept NCHW; honours ``bf16`` and ``checkpointing``."""
+    state = state.contiguous()
+
+    def _step(s: Tensor) -> Tensor:
+        with torch.autocast(device_type=s.device.type, dtype=torch.bfloat16, enabled=nca.bf16):
+            update = reference_update(nca.update_net, s)
+        return s + update.float()
+
+    if nca.checkpointing and torch.is_grad_enabled() and state.requires_grad:
+        return checkpoint(_step, state, use_reentrant=False)
+    return _step(state)
+
+
+@contextlib.contextmanager
+def use_reference(model):
+    """Inside the block, ``model``'s NCA steps are computed by `reference_step` (same weights)."""
+    nca = model.decoder.nca
+    nca.step = types.MethodType(reference_step, nca)
+    try:
+        yield model
+    finally:
+        del nca.step
+
+
+# ----------------------------------------------------------------------------------------------------
+# Instruments: FLOPs, tensor memory, RSS
+# ----------------------------------------------------------------------------------------------------
+class TensorMemoryTracker(TorchDispatchMode):
+    """Peak bytes of the tensor storages allocated while active (outputs of every ATen op, forward and
+    backward). A storage counts from the op that creates it until it is freed; views and in-place results
+    (whose storage is one of the op's inputs) are not new allocations. Tensors that existed before (weights,
+    inputs, optimizer state) are not counted, so the peak is what the measured code itself allocates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, Tensor):
+                continue
+            storage = t.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or key in inputs or key in self.live:
+                continue
+            self.live[key] = nbytes
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._free, key)
+        return out
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; psutil elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+        return psutil.Process().memory_info().rss
+
+
+def malloc_trim() -> None:
+    """Return freed heap memory to the OS (glibc), so that an RSS delta measures new memory."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class RssSampler:
+    """Peak RSS growth above the RSS at entry, sampled by a thread every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval, self.base, self.peak = interval, 0, 0
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.base = self.peak = rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+    @property
+    def delta(self) -> int:
+        return self.peak - self.base
+
+
+def instrumented(fn: Callable[[], object]) -> dict:
+    """Run ``fn`` once under the FLOP counter, the tensor-memory tracker and the RSS sampler."""
+    malloc_trim()
+    with RssSampler() as rss:
+        with FlopCounterMode(display=False) as flops, TensorMemoryTracker() as mem:
+            fn()
+    by_op = {str(k): v for k, v in flops.get_flop_counts().get("Global", {}).items()}
+    return {"gflop": flops.get_total_flops() / 1e9, "gflop_by_op": {k: v / 1e9 for k, v in by_op.items()},
+            "peak_tensor_mib": mem.peak / MiB, "rss_delta_mib": rss.delta / MiB}
+
+
+def count_gflop(fn: Callable[[], object]) -> float:
+    with FlopCounterMode(display=False) as flops:
+        fn()
+    return flops.get_total_flops() / 1e9
+
+
+def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict:
+    """Median wall-clock and process CPU seconds of ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu),
+            "wall_all": [round(w, 4) for w in wall], "cpu_all": [round(c, 4) for c in cpu]}
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hardware: the matrix-multiply rates
+# ----------------------------------------------------------------------------------------------------
+def matmul_rate(dtype: torch.dtype, threads: int, n: int, repeats: int = 3,
+                device: str = "cpu", sync: Callable[[], None] = lambda: None) -> dict:
+    """GFLOP/s of an n x n x n matrix multiply (2 n^3 FLOP): best and median of ``repeats``."""
+    with num_threads(threads):
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=g).to(device, dtype)
+        b = torch.randn(n, n, generator=g).to(device, dtype)
+        a @ b
+        sync()
+        wall, cpu = [], []
+        for _ in range(repeats):
+            c0, w0 = time.process_time(), time.perf_counter()
+            a @ b
+            sync()
+            wall.append(time.perf_counter() - w0)
+            cpu.append(time.process_time() - c0)
+    flop = 2 * n ** 3
+    return {"n": n, "threads": threads, "gflops_best": flop / min(wall) / 1e9,
+            "gflops_median": flop / statistics.median(wall) / 1e9,
+            "gflops_per_cpu_s_best": flop / max(min(cpu), 1e-9) / 1e9}
+
+
+def cpu_info() -> dict:
+    flags, model = set(), platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                if line.startswith("model name") and model in ("", "x86_64"):
+                    model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
+    return {"model": model, "logical_cpus": os.cpu_count(), "simd_flags": simd,
+            "has_avx512_bf16": "avx512_bf16" in flags, "has_amx_bf16": "amx_bf16" in flags,
+            "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_default_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# What is measured
+# ----------------------------------------------------------------------------------------------------
+def fake_images(config, n: int, seed: int = 0) -> Tensor:
+    """Random images of the preset's kind, float32 as `train` feeds them (binary, or 0..255)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, config.image_channels, config.image_size, config.image_size)
+    if config.likelihood == "bernoulli":
+        return (torch.rand(shape, generator=g) < 0.2).float()
+    return torch.randint(0, 256, shape, generator=g).float()
+
+
+def train_steps(config) -> int | None:
+    """The non-doubling model trains with T ~ U[min, max]; the benchmark uses the mean, rounded."""
+    if isinstance(config, NonDoublingConfig):
+        return (config.min_steps + config.max_steps) // 2
+    return None
+
+
+class TrainingUpdate:
+    """One training update as `vnca_tutorial.train.train` does it; the pool (non-doubling) is pre-filled
+    so that every measured update draws half its batch from the pool and damages half of those."""
+
+    def __init__(self, model, x: Tensor) -> None:
+        c = model.config
+        self.model, self.x, self.config = model, x, c
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=c.lr)
+        self.steps = train_steps(c)
+        self.pool = None
+        if isinstance(c, NonDoublingConfig):
+            self.pool = StatePool(c.pool_size)
+            g = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                seeds = model.decoder.seed(torch.randn(len(x), c.z_dim, generator=g).to(x.device))
+            self.pool.put(self.pool.slots_for_fresh(len(x)), seeds, x)
+
+    def __call__(self) -> float:
+        m = self.model
+        if self.pool is not None:
+            loss, _ = m(self.x, terms=True, pool=self.pool, steps=self.steps)
+        else:
+            loss, _ = m(self.x, terms=True)
+        value = loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return value
+
+
+@dataclass
+class Plan:
+    """How much to measure for one preset."""
+    warmup: int = 1              # untimed updates after the instrumented one
+    repeats: int = 3             # timed updates (the median is reported)
+    batch: int | None = None     # None: the preset's batch size
+    decoder_batch: int | None = None
+    iwae_k: int = 128
+    iwae_k_measured: int = 128   # < iwae_k: time k_measured samples and extrapolate linearly
+    iwae_images: int = 1
+    reference: bool = True
+
+
+def plan_for(name: str, args) -> Plan:
+    paper = not name.endswith("_cpu")
+    if args.quick:
+        return Plan(warmup=0, repeats=2, batch=8, decoder_batch=8, iwae_k_measured=16 if paper else 128,
+                    reference=not paper)
+    if paper:
+        return Plan(warmup=0, repeats=max(1, args.repeats // 3), decoder_batch=4,
+                    iwae_k_measured=16, reference=args.paper_reference)
+    return Plan(warmup=args.warmup, repeats=args.repeats, iwae_images=args.iwae_images)
+
+
+def build(config, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(config)
+
+
+def measure_training(model, config, plan: Plan) -> dict:
+    batch = plan.batch or config.batch_size
+    update = TrainingUpdate(model, fake_images(config, batch))
+    info = instrumented(update)            # the first update: counted, memory-tracked, also a warm-up
+    t = timed(update, plan.warmup, plan.repeats)
+    return {"batch": batch, "steps": update.steps, **info, **t,
+            "updates_per_s": 1 / t["wall_s"], "images_per_s": batch / t["wall_s"],
+            "gflops": info["gflop"] / t["wall_s"], "gflop_per_cpu_s": info["gflop"] / t["cpu_s"]}
+
+
+def measure_decoder(model, config, plan: Plan) -> dict:
+    batch = plan.decoder_batch or plan.batch or config.batch_size
+    z = torch.randn(batch, config.z_dim, generator=torch.Generator().manual_seed(2))
+
+    def run():
+        with torch.inference_mode():
+            model.decode(z)
+
+    gflop = count_gflop(run)
+    t = timed(run, 1, max(1, plan.repeats))
+    return {"batch": batch, "gflop_per_image": gflop / batch, "ms_per_image": 1e3 * t["wall_s"] / batch,
+            "cpu_ms_per_image": 1e3 * t["cpu_s"] / batch, "gflops": gflop / t["wall_s"],
+            "gflop_per_cpu_s": gflop / t["cpu_s"], "wall_all": t["wall_all"]}
+
+
+def iwae_gflop(model, x: Tensor, k: int, chunk: int | None = None) -> tuple[float, dict]:
+    """FLOPs of `VAE.iwae` with k samples, counted at k = 1 and k = 2 and extrapolated: the encoder runs
+    once per image and the decoder k times, so gflop(k) = encoder + k * decoder holds exactly."""
+    def at(kk):
+        with torch.inference_mode():
+            return count_gflop(lambda: model.iwae(x, k=kk, chunk=chunk,
+                                                  generator=torch.Generator().manual_seed(0)))
+    f1, f2 = at(1), at(2)
+    decoder, encoder = f2 - f1, 2 * f1 - f2
+    return encoder + k * decoder, {"encoder_gflop": encoder, "decoder_gflop_per_sample": decoder}
+
+
+def measure_iwae(model, config, plan: Plan, chunk: int | None = None, inference: bool = True) -> dict:
+    x = fake_images(config, plan.iwae_images, seed=3)
+    k, km = plan.iwae_k, plan.iwae_k_measured
+    context = torch.inference_mode if inference else contextlib.nullcontext
+
+    def run(kk):
+        with context():
+            model.iwae(x, k=kk, chunk=chunk, generator=torch.Generator().manual_seed(0))
+
+    run(min(km, 8))                                                   # warm-up
+    c0, w0 = time.process_time(), time.perf_counter()
+    run(km)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    gflop, parts = iwae_gflop(model, x, k, chunk)
+    gflop_measured = parts["encoder_gflop"] + km * parts["decoder_gflop_per_sample"]
+    scale = gflop / gflop_measured                                    # 1 unless extrapolated
+    n = len(x)
+    return {"k": k, "k_measured": km, "extrapolated": km != k, "images": n, "chunk": chunk,
+            "s_per_image": wall * scale / n, "cpu_s_per_image": cpu * scale / n,
+            "gflop_per_image": gflop / n, "gflops": gflop_measured / wall,
+            "gflop_per_cpu_s": gflop_measured / cpu, **parts}
+
+
+def efficiency(row_part: dict, rates: dict, threads: int) -> dict:
+    """Fractions of the measured float32 sgemm rate (wall clock and per CPU-second)."""
+    r = rates["float32"].get(str(threads))
+    if not r or "gflops" not in row_part:
+        return {}
+    return {"frac_sgemm": row_part["gflops"] / r["gflops_best"],
+            "frac_sgemm_cpu": row_part["gflop_per_cpu_s"] / r["gflops_per_cpu_s_best"]}
+
+
+def measure_row(name: str, impl: str, config, plan: Plan, threads: int, rates: dict, log,
+                inference: bool = True) -> dict:
+    model = build(config)
+    is_vnca = isinstance(model, VNCA)
+    if impl.startswith("reference") and not is_vnca:
+        raise ValueError("the reference implementation applies to NCA decoders only")
+    row = {"preset": name, "impl": impl, "threads": threads, "bf16": bool(getattr(config, "bf16", False)),
+           "checkpointing": bool(getattr(config, "checkpointing", False)),
+           "parameters": model.n_parameters()}
+    ctx = use_reference(model) if impl.startswith("reference") else contextlib.nullcontext()
+    with num_threads(threads), ctx:
+        t0 = time.perf_counter()
+        row["train"] = measure_training(model, config, plan)
+        row["train"].update(efficiency(row["train"], rates, threads))
+        log(f"  {name:24s} {impl:14s} train  {row['train']['wall_s']:8.3f} s/update "
+            f"(cpu {row['train']['cpu_s']:.3f} s), {row['train']['gflop']:.1f} GFLOP, "
+            f"peak tensors {row['train']['peak_tensor_mib']:.0f} MiB")
+        row["decoder"] = row["iwae"] = None
+        if not inference:                  # checkpointing changes nothing without gradients
+            row["seconds"] = time.perf_counter() - t0
+            return row
+        row["decoder"] = measure_decoder(model, config, plan)
+        row["decoder"].update(efficiency(row["decoder"], rates, threads))
+        log(f"  {name:24s} {impl:14s} decode {row['decoder']['ms_per_image']:8.2f} ms/image")
+        row["iwae"] = measure_iwae(model, config, plan)
+        row["iwae"].update(efficiency(row["iwae"], rates, threads))
+        log(f"  {name:24s} {impl:14s} IWAE   {row['iwae']['s_per_image']:8.2f} s/image (k={plan.iwae_k}"
+            f"{', est. from k=%d' % plan.iwae_k_measured if row['iwae']['extrapolated'] else ''})")
+        row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def iwae_sweep(name: str, config, plan: Plan, threads: int, chunks: list[int], log) -> list[dict]:
+    """IWAE time and peak tensor memory per image for several chunk sizes, and without inference_mode."""
+    model = build(config)
+    out = []
+    with num_threads(threads):
+        for chunk, inference in [(c, True) for c in chunks] + [(None, False)]:
+            r = measure_iwae(model, config, plan, chunk=chunk, inference=inference)
+            x = fake_images(config, plan.iwae_images, seed=3)
+            ctx = torch.inference_mode if inference else contextlib.nullcontext
+            malloc_trim()
+            with TensorMemoryTracker() as mem, ctx():
+                model.iwae(x, k=plan.iwae_k_measured, chunk=chunk)
+            r.update(preset=name, threads=threads, inference_mode=inference, peak_tensor_mib=mem.peak / MiB)
+            out.append(r)
+            log(f"  IWAE sweep {name}: chunk={chunk} inference_mode={inference}: "
+                f"{r['s_per_image']:.2f} s/image, peak tensors {r['peak_tensor_mib']:.0f} MiB")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def format_report(result: dict) -> str:
+    m, rates = result["machine"], result["matmul"]
+    lines = [f"VNCA CPU benchmark  {result['started']}  ({result['wall_minutes']:.1f} min)",
+             f"CPU: {m['model']}, {m['logical_cpus']} logical CPUs, SIMD: {' '.join(m['simd_flags'])}; "
+             f"torch {m['torch']} ({m['torch_cpu_capability']})",
+             f"load average at start {result['load_start']}, at end {result['load_end']} "
+             f"(other jobs share this machine: wall-clock numbers are noisy)", ""]
+    lines.append("Matrix-multiply rate (n x n x n, best of 3; GFLOP/s wall clock, and per CPU-second):")
+    for dtype, per in rates.items():
+        for th, r in per.items():
+            lines.append(f"  {dtype:9s} {th} thread(s), n={r['n']:5d}: {r['gflops_best']:8.2f} GFLOP/s "
+                         f"(median {r['gflops_median']:.2f}; {r['gflops_per_cpu_s_best']:.2f} per CPU-s)")
+    b = result["bf16"]
+    lines.append(f"bf16: {b['message']}")
+    lines.append("")
+    hdr = (f"{'preset':24s} {'impl':14s} {'thr':>3s} {'batch':>5s} {'upd/s':>7s} {'img/s':>7s} "
+           f"{'s/upd':>7s} {'cpu s':>7s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'%sgemm':>7s} {'%cpu':>6s} "
+           f"{'tensors':>8s} {'RSS+':>7s}")
+    lines += ["Training update (after warm-up; median; %sgemm = achieved / measured float32 sgemm rate at the "
+              "same thread count, wall clock; %cpu = the same per CPU-second; memory in MiB: peak tensors "
+              "allocated by one update, and peak RSS growth)", hdr, "-" * len(hdr)]
+    for r in result["rows"]:
+        t = r["train"]
+        lines.append(f"{r['preset']:24s} {r['impl']:14s} {r['threads']:3d} {t['batch']:5d} "
+                     f"{t['updates_per_s']:7.3f} {t['images_per_s']:7.2f} {t['wall_s']:7.3f} {t['cpu_s']:7.3f} "
+                     f"{t['gflop']:8.2f} {t['gflops']:8.2f} {_fmt(100 * t.get('frac_sgemm', math.nan), '6.1f')}% "
+                     f"{_fmt(100 * t.get('frac_sgemm_cpu', math.nan), '5.1f')}% "
+                     f"{t['peak_tensor_mib']:8.1f} {t['rss_delta_mib']:7.1f}")
+    hdr = (f"{'preset':24s} {'impl':14s} {'thr':>3s} {'dec ms/img':>10s} {'GFLOP/img':>9s} {'%sgemm':>7s} "
+           f"{'IWAE s/img':>10s} {'k':>4s} {'GFLOP/img':>10s} {'%sgemm':>7s} {'%cpu':>6s}")
+    lines += ["", "Inference (torch.inference_mode): decoder forward per image; IWAE bound per test image "
+              "(k samples; 'est.' = timed at fewer samples and extrapolated)", hdr, "-" * len(hdr)]
+    for r in result["rows"]:
+        d, w = r["decoder"], r["iwae"]
+        if d is None:
+            continue
+        est = "*" if w["extrapolated"] else " "
+        lines.append(f"{r['preset']:24s} {r['impl']:14s} {r['threads']:3d} {d['ms_per_image']:10.2f} "
+                     f"{d['gflop_per_image']:9.3f} {_fmt(100 * d.get('frac_sgemm', math.nan), '6.1f')}% "
+                     f"{w['s_per_image']:9.2f}{est} {w['k']:4d} {w['gflop_per_image']:10.2f} "
+                     f"{_fmt(100 * w.get('frac_sgemm', math.nan), '6.1f')}% "
+                     f"{_fmt(100 * w.get('frac_sgemm_cpu', math.nan), '5.1f')}%")
+    if any(r["iwae"] and r["iwae"]["extrapolated"] for r in result["rows"]):
+        lines.append("  * estimated: timed with k_measured samples, scaled by the counted FLOPs of k samples")
+    comp = comparisons(result["rows"])
+    if comp:
+        lines += ["", "Side by side (same preset and threads):"] + ["  " + c for c in comp]
+    if result.get("iwae_sweep"):
+        lines += ["", "IWAE chunk sweep (k samples per image, decoded `chunk` at a time; chunk None = "
+                  "the package default, max(1, 64 // batch)):"]
+        for r in result["iwae_sweep"]:
+            lines.append(f"  {r['preset']:22s} thr={r['threads']} chunk={str(r['chunk']):>4s} "
+                         f"inference_mode={str(r['inference_mode']):5s} k={r['k_measured']:4d}: "
+                         f"{r['s_per_image']:7.2f} s/image, {r['peak_tensor_mib']:7.1f} MiB peak tensors")
+    return "\n".join(lines)
+
+
+def comparisons(rows: list[dict]) -> list[str]:
+    out = []
+    base = {(r["preset"], r["threads"]): r for r in rows if r["impl"] == "fast"}
+    for r in rows:
+        b = base.get((r["preset"], r["threads"]))
+        if b is None or r is b:
+            continue
+        t, bt = r["train"], b["train"]
+        line = (f"{r['preset']} ({r['threads']} thr): {r['impl']} / fast: training update time "
+                f"{t['wall_s'] / bt['wall_s']:.2f}x (cpu {t['cpu_s'] / bt['cpu_s']:.2f}x), "
+                f"peak tensor memory {t['peak_tensor_mib'] / bt['peak_tensor_mib']:.2f}x")
+        if r["decoder"] is not None:
+            line += (f"; decoder {r['decoder']['ms_per_image'] / b['decoder']['ms_per_image']:.2f}x; "
+                     f"IWAE {r['iwae']['s_per_image'] / b['iwae']['s_per_image']:.2f}x")
+        out.append(line)
+    return out
+
+
+def bf16_decision(args, rates: dict, threads: int) -> dict:
+    f32 = rates["float32"][str(threads)]["gflops_best"]
+    b16 = rates["bfloat16"][str(threads)]["gflops_best"]
+    slow = b16 < f32
+    use = bool(args.bf16 and (not slow or args.force_bf16))
+    if not args.bf16:
+        msg = f"not requested (measured {b16:.2f} GFLOP/s bf16 vs {f32:.2f} float32)"
+    elif slow and not args.force_bf16:
+        msg = (f"bf16 is slow here: {b16:.2f} GFLOP/s vs {f32:.2f} GFLOP/s float32 (no AVX512-BF16/AMX); "
+               f"falling back to float32 (use --force-bf16 to measure it anyway)")
+    elif slow:
+        msg = f"bf16 is slow here ({b16:.2f} vs {f32:.2f} GFLOP/s float32) but --force-bf16: measuring it"
+    else:
+        msg = f"bf16 measured ({b16:.2f} GFLOP/s vs {f32:.2f} float32)"
+    return {"requested": bool(args.bf16), "forced": bool(args.force_bf16), "slow_here": slow, "used": use,
+            "bf16_gflops": b16, "float32_gflops": f32, "message": msg}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", help="comma-separated preset names (default: all *_cpu presets and "
+                   "mnist_doubling at paper scale; with --quick: " + ",".join(QUICK_PRESETS) + ")")
+    p.add_argument("--quick", action="store_true", help="fast smoke run: batch 8, 2 timed updates, small sgemm")
+    p.add_argument("--threads", default=None,
+                   help="torch threads for the model measurements, or a comma list (default: torch's, "
+                   f"now {torch.get_num_threads()})")
+    p.add_argument("--bf16", action="store_true", help="add bf16-autocast rows (falls back to float32 with "
+                   "a message where the measured bf16 matmul rate is below float32's)")
+    p.add_argument("--force-bf16", action="store_true", help="measure bf16 even where it is slow")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="add activation-checkpointing rows and report the peak-memory saving")
+    p.add_argument("--no-reference", action="store_true", help="skip the NCHW F.conv2d reference rows")
+    p.add_argument("--paper-reference", action="store_true", help="also run the reference at paper scale")
+    p.add_argument("--warmup", type=int, default=1, help="untimed updates after the instrumented one")
+    p.add_argument("--repeats", type=int, default=3, help="timed updates per row (median reported)")
+    p.add_argument("--iwae-images", type=int, default=1, help="test images for the IWAE timing")
+    p.add_argument("--iwae-sweep", action="store_true",
+                   help="also time IWAE for chunk sizes 16..128 and without inference_mode (first preset)")
+    p.add_argument("--sgemm-n", type=int, default=None, help="matrix size of the sgemm (default 2048)")
+    p.add_argument("--json", help="write all results as JSON here")
+    p.add_argument("--txt", help="write the printed table here")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    started, t_start = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
+    names = args.presets.split(",") if args.presets else (QUICK_PRESETS if args.quick else default_presets())
+    for n in names:
+        get_preset(n)                                          # unknown names fail here, with the list
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    result = {"started": started, "argv": sys.argv[1:] if argv is None else list(argv),
+              "machine": cpu_info(), "load_start": load_average(), "rows": []}
+    n = args.sgemm_n or (1024 if args.quick else 2048)
+    log(f"measuring matmul rates (n={n}; bf16 n={n // 4}) ...")
+    rate_threads = sorted({1, 2, *threads})
+    rates = {"float32": {str(t): matmul_rate(torch.float32, t, n) for t in rate_threads},
+             "bfloat16": {str(t): matmul_rate(torch.bfloat16, t, n // 4, repeats=2) for t in rate_threads}}
+    result["matmul"] = rates
+    result["bf16"] = bf16_decision(args, rates, threads[0])
+    log(result["bf16"]["message"])
+    for name in names:
+        base = get_preset(name)
+        plan = plan_for(name, args)
+        impls = [("fast", base)]
+        if isinstance(base, (NonDoublingConfig,)) or hasattr(base, "n_doublings"):
+            if plan.reference and not args.no_reference:
+                impls.append(("reference", base))
+            if args.checkpointing:
+                impls.append(("fast+ckpt", base.replace(checkpointing=True)))
+            if result["bf16"]["used"]:
+                impls.append(("fast+bf16", base.replace(bf16=True)))
+        for th in threads:
+            for impl, cfg in impls:
+                result["rows"].append(measure_row(name, impl, cfg, plan, th, rates, log,
+                                                  inference=not impl.endswith("ckpt")))
+    if args.iwae_sweep:
+        name = names[0]
+        plan = plan_for(name, args)
+        result["iwae_sweep"] = iwae_sweep(name, get_preset(name), plan, threads[0], [16, 32, 64, 128], log)
+    result["load_end"] = load_average()
+    result["wall_minutes"] = (time.perf_counter() - t_start) / 60
+    if args.checkpointing:
+        result["checkpointing_saving"] = {
+            f"{r['preset']}@{r['threads']}": 1 - r["train"]["peak_tensor_mib"] / b["train"]["peak_tensor_mib"]
+            for r in result["rows"] if r["impl"] == "fast+ckpt"
+            for b in result["rows"] if b["impl"] == "fast" and b["preset"] == r["preset"]
+            and b["threads"] == r["threads"]}
+    report = format_report(result)
+    print("\n" + report)
+    if args.checkpointing and result["checkpointing_saving"]:
+        print("\nActivation checkpointing, peak tensor memory saved: " + ", ".join(
+            f"{k} {100 * v:.0f}%" for k, v in result["checkpointing_saving"].items()))
+        report += "\n\nActivation checkpointing, peak tensor memory saved: " + ", ".join(
+            f"{k} {100 * v:.0f}%" for k, v in result["checkpointing_saving"].items())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.txt:
+        Path(args.txt).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.txt).write_text(report + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
