@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:           # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-from vnca_tutorial.config import PRESETS, NonDoublingConfig, get_preset  # noqa: E402
+from vnca_tutorial.config import PRESETS, NonDoublingConfig, config_to_dict, get_preset  # noqa: E402
 from vnca_tutorial.model import VNCA, build_model  # noqa: E402
 from vnca_tutorial.nca import NCA, UpdateNetwork  # noqa: E402
 from vnca_tutorial.pool import StatePool  # noqa: E402
@@ -220,20 +220,6 @@ def count_gflop(fn: Callable[[], object]) -> float:
     return flops.get_total_flops() / 1e9
 
 
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict:
-    """Median wall-clock and process CPU seconds of ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        c0, w0 = time.process_time(), time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
-    return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu),
-            "wall_all": [round(w, 4) for w in wall], "cpu_all": [round(c, 4) for c in cpu]}
-
-
 @contextlib.contextmanager
 def num_threads(n: int):
     old = torch.get_num_threads()
@@ -297,13 +283,13 @@ def load_average() -> list[float] | None:
 # ----------------------------------------------------------------------------------------------------
 # What is measured
 # ----------------------------------------------------------------------------------------------------
-def fake_images(config, n: int, seed: int = 0) -> Tensor:
+def fake_images(config, n: int, seed: int = 0, device: str = "cpu") -> Tensor:
     """Random images of the preset's kind, float32 as `train` feeds them (binary, or 0..255)."""
     g = torch.Generator().manual_seed(seed)
     shape = (n, config.image_channels, config.image_size, config.image_size)
     if config.likelihood == "bernoulli":
-        return (torch.rand(shape, generator=g) < 0.2).float()
-    return torch.randint(0, 256, shape, generator=g).float()
+        return (torch.rand(shape, generator=g) < 0.2).float().to(device)
+    return torch.randint(0, 256, shape, generator=g).float().to(device)
 
 
 def train_steps(config) -> int | None:
@@ -317,23 +303,31 @@ class TrainingUpdate:
     """One training update as `vnca_tutorial.train.train` does it; the pool (non-doubling) is pre-filled
     so that every measured update draws half its batch from the pool and damages half of those."""
 
-    def __init__(self, model, x: Tensor) -> None:
+    def __init__(self, model, x: Tensor, pool: bool = True) -> None:
         c = model.config
         self.model, self.x, self.config = model, x, c
         self.optimizer = torch.optim.Adam(model.parameters(), lr=c.lr)
         self.steps = train_steps(c)
         self.pool = None
-        if isinstance(c, NonDoublingConfig):
+        if isinstance(c, NonDoublingConfig) and pool:
             self.pool = StatePool(c.pool_size)
             g = torch.Generator().manual_seed(1)
             with torch.no_grad():
                 seeds = model.decoder.seed(torch.randn(len(x), c.z_dim, generator=g).to(x.device))
             self.pool.put(self.pool.slots_for_fresh(len(x)), seeds, x)
+        # Allocate Adam's state now (a step with zero gradients leaves the weights as they are), so that
+        # the memory measured for an update is that of a steady-state update, not of the first one.
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def __call__(self) -> float:
         m = self.model
         if self.pool is not None:
             loss, _ = m(self.x, terms=True, pool=self.pool, steps=self.steps)
+        elif self.steps is not None:
+            loss, _ = m(self.x, terms=True, steps=self.steps)
         else:
             loss, _ = m(self.x, terms=True)
         value = loss.item()
@@ -368,34 +362,32 @@ def plan_for(name: str, args) -> Plan:
     return Plan(warmup=args.warmup, repeats=args.repeats, iwae_images=args.iwae_images)
 
 
-def build(config, seed: int = 0):
+def build(config, seed: int = 0, device: str = "cpu"):
     torch.manual_seed(seed)
-    return build_model(config)
+    return build_model(config).to(device)
 
 
-def measure_training(model, config, plan: Plan) -> dict:
-    batch = plan.batch or config.batch_size
-    update = TrainingUpdate(model, fake_images(config, batch))
-    info = instrumented(update)            # the first update: counted, memory-tracked, also a warm-up
-    t = timed(update, plan.warmup, plan.repeats)
-    return {"batch": batch, "steps": update.steps, **info, **t,
-            "updates_per_s": 1 / t["wall_s"], "images_per_s": batch / t["wall_s"],
-            "gflops": info["gflop"] / t["wall_s"], "gflop_per_cpu_s": info["gflop"] / t["cpu_s"]}
-
-
-def measure_decoder(model, config, plan: Plan) -> dict:
-    batch = plan.decoder_batch or plan.batch or config.batch_size
-    z = torch.randn(batch, config.z_dim, generator=torch.Generator().manual_seed(2))
-
-    def run():
-        with torch.inference_mode():
-            model.decode(z)
-
-    gflop = count_gflop(run)
-    t = timed(run, 1, max(1, plan.repeats))
-    return {"batch": batch, "gflop_per_image": gflop / batch, "ms_per_image": 1e3 * t["wall_s"] / batch,
-            "cpu_ms_per_image": 1e3 * t["cpu_s"] / batch, "gflops": gflop / t["wall_s"],
-            "gflop_per_cpu_s": gflop / t["cpu_s"], "wall_all": t["wall_all"]}
+def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int,
+                sync: Callable[[], None] = lambda: None) -> dict[str, dict]:
+    """Median wall-clock and process CPU seconds of ``repeats`` calls of each function after ``warmup``
+    calls, alternating the functions call by call, so that a change in the machine's load during the
+    measurement affects every variant alike. ``sync`` waits for queued device work (CUDA)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync()
+    wall: dict[str, list] = {k: [] for k in fns}
+    cpu: dict[str, list] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            sync()
+            wall[k].append(time.perf_counter() - w0)
+            cpu[k].append(time.process_time() - c0)
+    return {k: {"wall_s": statistics.median(wall[k]), "cpu_s": statistics.median(cpu[k]),
+                "wall_all": [round(w, 4) for w in wall[k]], "cpu_all": [round(c, 4) for c in cpu[k]]}
+            for k in fns}
 
 
 def iwae_gflop(model, x: Tensor, k: int, chunk: int | None = None) -> tuple[float, dict]:
@@ -404,20 +396,21 @@ def iwae_gflop(model, x: Tensor, k: int, chunk: int | None = None) -> tuple[floa
     def at(kk):
         with torch.inference_mode():
             return count_gflop(lambda: model.iwae(x, k=kk, chunk=chunk,
-                                                  generator=torch.Generator().manual_seed(0)))
+                                                  generator=torch.Generator(x.device).manual_seed(0)))
     f1, f2 = at(1), at(2)
     decoder, encoder = f2 - f1, 2 * f1 - f2
     return encoder + k * decoder, {"encoder_gflop": encoder, "decoder_gflop_per_sample": decoder}
 
 
 def measure_iwae(model, config, plan: Plan, chunk: int | None = None, inference: bool = True) -> dict:
+    """Seconds per test image of the k-sample bound (timed at plan.iwae_k_measured samples)."""
     x = fake_images(config, plan.iwae_images, seed=3)
     k, km = plan.iwae_k, plan.iwae_k_measured
     context = torch.inference_mode if inference else contextlib.nullcontext
 
     def run(kk):
         with context():
-            model.iwae(x, k=kk, chunk=chunk, generator=torch.Generator().manual_seed(0))
+            model.iwae(x, k=kk, chunk=chunk, generator=torch.Generator(x.device).manual_seed(0))
 
     run(min(km, 8))                                                   # warm-up
     c0, w0 = time.process_time(), time.perf_counter()
@@ -433,45 +426,96 @@ def measure_iwae(model, config, plan: Plan, chunk: int | None = None, inference:
             "gflop_per_cpu_s": gflop_measured / cpu, **parts}
 
 
-def efficiency(row_part: dict, rates: dict, threads: int) -> dict:
-    """Fractions of the measured float32 sgemm rate (wall clock and per CPU-second)."""
+def efficiency(part: dict, rates: dict, threads: int) -> dict:
+    """Fractions of the measured float32 sgemm rate (wall clock, and per CPU-second)."""
     r = rates["float32"].get(str(threads))
-    if not r or "gflops" not in row_part:
+    if not r or "gflops" not in part:
         return {}
-    return {"frac_sgemm": row_part["gflops"] / r["gflops_best"],
-            "frac_sgemm_cpu": row_part["gflop_per_cpu_s"] / r["gflops_per_cpu_s_best"]}
+    return {"frac_sgemm": part["gflops"] / r["gflops_best"],
+            "frac_sgemm_cpu": part["gflop_per_cpu_s"] / r["gflops_per_cpu_s_best"]}
 
 
-def measure_row(name: str, impl: str, config, plan: Plan, threads: int, rates: dict, log,
-                inference: bool = True) -> dict:
-    model = build(config)
-    is_vnca = isinstance(model, VNCA)
-    if impl.startswith("reference") and not is_vnca:
-        raise ValueError("the reference implementation applies to NCA decoders only")
-    row = {"preset": name, "impl": impl, "threads": threads, "bf16": bool(getattr(config, "bf16", False)),
-           "checkpointing": bool(getattr(config, "checkpointing", False)),
-           "parameters": model.n_parameters()}
-    ctx = use_reference(model) if impl.startswith("reference") else contextlib.nullcontext()
-    with num_threads(threads), ctx:
-        t0 = time.perf_counter()
-        row["train"] = measure_training(model, config, plan)
-        row["train"].update(efficiency(row["train"], rates, threads))
-        log(f"  {name:24s} {impl:14s} train  {row['train']['wall_s']:8.3f} s/update "
-            f"(cpu {row['train']['cpu_s']:.3f} s), {row['train']['gflop']:.1f} GFLOP, "
-            f"peak tensors {row['train']['peak_tensor_mib']:.0f} MiB")
-        row["decoder"] = row["iwae"] = None
-        if not inference:                  # checkpointing changes nothing without gradients
-            row["seconds"] = time.perf_counter() - t0
-            return row
-        row["decoder"] = measure_decoder(model, config, plan)
-        row["decoder"].update(efficiency(row["decoder"], rates, threads))
-        log(f"  {name:24s} {impl:14s} decode {row['decoder']['ms_per_image']:8.2f} ms/image")
-        row["iwae"] = measure_iwae(model, config, plan)
-        row["iwae"].update(efficiency(row["iwae"], rates, threads))
-        log(f"  {name:24s} {impl:14s} IWAE   {row['iwae']['s_per_image']:8.2f} s/image (k={plan.iwae_k}"
-            f"{', est. from k=%d' % plan.iwae_k_measured if row['iwae']['extrapolated'] else ''})")
-        row["seconds"] = time.perf_counter() - t0
-    return row
+@dataclass
+class Variant:
+    """One row: an implementation ('fast', 'reference', 'fast+ckpt', 'fast+bf16') of a preset."""
+    impl: str
+    config: object
+    inference: bool = True       # also measure the decoder and the IWAE bound
+    model: object = None
+
+    def context(self):
+        return use_reference(self.model) if self.impl.startswith("reference") else contextlib.nullcontext()
+
+    def wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
+        def run():
+            with self.context():
+                return fn()
+        return run
+
+
+def measure_preset(name: str, variants: list[Variant], plan: Plan, threads: int, rates: dict,
+                   log) -> list[dict]:
+    """Measure every variant of one preset; the timed calls of the variants are interleaved."""
+    t0 = time.perf_counter()
+    rows = []
+    with num_threads(threads):
+        for v in variants:
+            v.model = build(v.config)
+            if v.impl.startswith("reference") and not isinstance(v.model, VNCA):
+                raise ValueError("the reference implementation applies to NCA decoders only")
+            rows.append({"preset": name, "impl": v.impl, "threads": threads,
+                         "bf16": bool(getattr(v.config, "bf16", False)),
+                         "checkpointing": bool(getattr(v.config, "checkpointing", False)),
+                         "parameters": v.model.n_parameters(), "config": config_to_dict(v.config),
+                         "decoder": None, "iwae": None})
+        # --- training update ---
+        c = variants[0].config
+        batch = plan.batch or c.batch_size
+        x = fake_images(c, batch)
+        updates = {v.impl: v.wrap(TrainingUpdate(v.model, x)) for v in variants}
+        info = {k: instrumented(fn) for k, fn in updates.items()}   # first update: counted, tracked
+        times = interleaved(updates, plan.warmup, plan.repeats)
+        for row, v in zip(rows, variants):
+            t = {"batch": batch, "steps": train_steps(c), **info[v.impl], **times[v.impl]}
+            t.update(updates_per_s=1 / t["wall_s"], images_per_s=batch / t["wall_s"],
+                     gflops=t["gflop"] / t["wall_s"], gflop_per_cpu_s=t["gflop"] / t["cpu_s"])
+            t.update(efficiency(t, rates, threads))
+            row["train"] = t
+            log(f"  {name:24s} {v.impl:10s} train  {t['wall_s']:8.3f} s/update (cpu {t['cpu_s']:.3f} s), "
+                f"{t['gflop']:.1f} GFLOP, peak tensors {t['peak_tensor_mib']:.0f} MiB")
+        # --- decoder forward ---
+        inf = [(row, v) for row, v in zip(rows, variants) if v.inference]
+        dbatch = plan.decoder_batch or batch
+        z = torch.randn(dbatch, c.z_dim, generator=torch.Generator().manual_seed(2))
+
+        def decoder_fn(model):
+            def run():
+                with torch.inference_mode():
+                    model.decode(z)
+            return run
+
+        decs = {v.impl: v.wrap(decoder_fn(v.model)) for _, v in inf}
+        gflop = {k: count_gflop(fn) for k, fn in decs.items()}
+        times = interleaved(decs, 1, max(1, plan.repeats))
+        for row, v in inf:
+            t, g = times[v.impl], gflop[v.impl]
+            d = {"batch": dbatch, "gflop_per_image": g / dbatch, "ms_per_image": 1e3 * t["wall_s"] / dbatch,
+                 "cpu_ms_per_image": 1e3 * t["cpu_s"] / dbatch, "gflops": g / t["wall_s"],
+                 "gflop_per_cpu_s": g / t["cpu_s"], "wall_all": t["wall_all"]}
+            d.update(efficiency(d, rates, threads))
+            row["decoder"] = d
+            log(f"  {name:24s} {v.impl:10s} decode {d['ms_per_image']:8.2f} ms/image")
+        # --- importance-weighted bound ---
+        for row, v in inf:
+            with v.context():
+                w = measure_iwae(v.model, v.config, plan)
+            w.update(efficiency(w, rates, threads))
+            row["iwae"] = w
+            est = f", est. from k={plan.iwae_k_measured}" if w["extrapolated"] else ""
+            log(f"  {name:24s} {v.impl:10s} IWAE   {w['s_per_image']:8.2f} s/image (k={plan.iwae_k}{est})")
+    for row in rows:
+        row["preset_seconds"] = time.perf_counter() - t0
+    return rows
 
 
 def iwae_sweep(name: str, config, plan: Plan, threads: int, chunks: list[int], log) -> list[dict]:
@@ -641,18 +685,17 @@ def main(argv=None) -> dict:
     for name in names:
         base = get_preset(name)
         plan = plan_for(name, args)
-        impls = [("fast", base)]
-        if isinstance(base, (NonDoublingConfig,)) or hasattr(base, "n_doublings"):
+        variants = [Variant("fast", base)]
+        if hasattr(base, "checkpointing"):                      # an NCA decoder
             if plan.reference and not args.no_reference:
-                impls.append(("reference", base))
+                variants.append(Variant("reference", base))
             if args.checkpointing:
-                impls.append(("fast+ckpt", base.replace(checkpointing=True)))
+                variants.append(Variant("fast+ckpt", base.replace(checkpointing=True), inference=False))
             if result["bf16"]["used"]:
-                impls.append(("fast+bf16", base.replace(bf16=True)))
+                variants.append(Variant("fast+bf16", base.replace(bf16=True)))
         for th in threads:
-            for impl, cfg in impls:
-                result["rows"].append(measure_row(name, impl, cfg, plan, th, rates, log,
-                                                  inference=not impl.endswith("ckpt")))
+            result["rows"] += measure_preset(name, [Variant(v.impl, v.config, v.inference) for v in variants],
+                                             plan, th, rates, log)
     if args.iwae_sweep:
         name = names[0]
         plan = plan_for(name, args)

@@ -22,8 +22,7 @@ SHIPPED = {
                                        hidden=64, n_blocks=1, encoder_channels=16, lr=1e-3,
                                        n_updates=20_000),
     "mnist_nondoubling_small": get_preset("mnist_nondoubling_cpu", name="mnist_nondoubling_small",
-                                          z_dim=32, hidden=64, encoder_channels=16, lr=1e-3,
-                                          min_steps=16, max_steps=32, n_updates=20_000),
+                                          n_updates=20_000),
     "mnist_baseline_small": get_preset("mnist_baseline_cpu", name="mnist_baseline_small", z_dim=32,
                                        encoder_channels=16, lr=1e-3, n_updates=20_000),
 }

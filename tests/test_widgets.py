@@ -171,7 +171,8 @@ def test_damage_lab_scores_the_data_image(doubling, nondoubling, images):
         states, _ = nondoubling.grow(z, steps=lab.n_steps.value)
         torch.testing.assert_close(ll["before damage"],
                                    nondoubling.likelihood(states[lab.result.at_step]).log_prob(images[2:3]))
-        torch.testing.assert_close(ll["undamaged, end"], nondoubling.likelihood(states[-1]).log_prob(images[2:3]))
+        torch.testing.assert_close(ll["undamaged, end"],
+                                   nondoubling.likelihood(states[-1]).log_prob(images[2:3]))
     assert ll["just after damage"] is not None and "after recovery (damaged, end)" in ll
     # a doubling model damaged mid-growth is scored at the end of growth only
     lab.select("d")
@@ -217,7 +218,7 @@ def test_a_pool_trained_nondoubling_vnca_recovers_from_damage():
             assert lab.run(), lab.message
             errors = lab.result.errors[:, 0]
             assert errors[12] > 0.05, "the damage must visibly change the image"
-            assert errors[-1] < 0.8 * errors[12], f"no recovery for image {index}, {damage}: {errors.tolist()}"
+            assert errors[-1] < 0.8 * errors[12], f"no recovery: image {index}, {damage}, {errors.tolist()}"
 
 
 # --- bad input gives a message, not an exception -----------------------------------------------

@@ -9,6 +9,10 @@ The package the book imports; each module is explained in a chapter of the book:
 - `bounds`: importance-weighted bound, nats and bits/dim (chapter 5)
 - `damage`: damage operators on cell states (chapters 7-8)
 - `config`: one config dataclass per variant and the named presets
+- `data`, `train`, `pool`, `evaluate`, `checkpoint`, `cli`: data, training, evaluation and the `vnca`
+  command (chapters 4, 5, 8, 10)
+- `pretrained`: the models that ship with the package; `viz`, `widgets`: pictures and interactive
+  explorers (chapter 11)
 """
 from .baseline import ConvVAE
 from .bounds import ELBO, bits_per_dim, log_mean_exp

@@ -74,10 +74,6 @@ class NCA(nn.Module):
 
     def step(self, state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
         """One NCA step for every cell."""
-        # Keep the state channels-last from the first step on (a no-op when it already is). A NCHW state,
-        # such as a pool-training batch made by torch.cat, would otherwise be converted inside u at every
-        # step, and the residual add would mix memory formats and keep the result NCHW. Same values.
-        state = state.contiguous(memory_format=torch.channels_last)
         if self.checkpointing and torch.is_grad_enabled() and state.requires_grad:
             return checkpoint(self._step, state, use_reentrant=False)
         return self._step(state)

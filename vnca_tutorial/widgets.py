@@ -101,13 +101,21 @@ def _scale(size: int) -> int:
     return max(1, DISPLAY_PIXELS // size)
 
 
+def _png_array(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (H, W, 3) array (fast compression: these are made by the dozen)."""
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def png(images: Tensor, likelihood: str, scale: int, nrow: int | None = None) -> bytes:
     """PNG bytes of a row (or grid) of images (B, C, H, W), each upscaled ``scale`` times."""
     return _png_array(image_grid(to_unit(images, likelihood), nrow=nrow or len(images), scale=scale))
 
 
 def describe(info: StepInfo, n_states: int, doubling: bool) -> str:
-    """'step 12 of 44 · 8x8 cells · NCA step (stage 1)': what produced a state, for captions."""
+    """'step 20 of 44 · 8×8 cells · NCA step (after 2 doublings)': what produced a state, for captions."""
     if info.kind == "seed":
         what = "seed: every cell holds z"
     elif info.kind == "double":
@@ -265,8 +273,8 @@ def damage_trajectories(model, z: Tensor, mask: Tensor, at_step: int, x: Tensor 
     _check_trajectory(model)
     infos = schedule(model, steps)
     if not 0 <= at_step < len(infos):
-        raise ValueError(f"damage step {at_step} is past the end of the trajectory: its states are "
-                         f"numbered 0 to {len(infos) - 1}")
+        raise ValueError(f"damage step {at_step} is {'past the end' if at_step > 0 else 'before the start'} "
+                         f"of the trajectory: its states are numbered 0 to {len(infos) - 1}")
     size = infos[at_step].size
     if tuple(mask.shape) != (size, size):
         raise ValueError(f"the damage mask is {tuple(mask.shape)} but the grid at step {at_step} is "
@@ -428,7 +436,8 @@ class GrowthExplorer(_Widget):
         self.picture.value = self.frames[t]
         info = self.growth.infos[t]
         self.caption.value = (f"<b>{html.escape(describe(info, len(self.frames), self.model.doubling))}</b>"
-                              f"<br>left: mean of p(x | state), right: a sample · {html.escape(self.source)}")
+                              f"<br>left: mean of p(x | state), right: a sample · "
+                              f"{html.escape(self.source)}")
 
     @property
     def current_info(self) -> StepInfo:
@@ -716,13 +725,6 @@ def error_bars(errors: Tensor, at_step: int, now: int, height: int = 48, width: 
     return chart
 
 
-def _png_array(array: np.ndarray) -> bytes:
-    from PIL import Image
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 # --------------------------------------------------------------------------- LatentExplorer
 class LatentExplorer(_Widget):
     """Walk the latent space: decode between the encodings of two test images (Fig. 5a), or step along a
@@ -747,14 +749,15 @@ class LatentExplorer(_Widget):
         self.alpha = w.SelectionSlider(options=[(f"{v:.2f}", i) for i, v in enumerate(self.alphas)],
                                        description="alpha")
         self.direction = w.Dropdown(description="direction")
-        self.step_size = w.SelectionSlider(options=[(f"{v:+.1f}σ", i) for i, v in enumerate(self.step_sizes)],
-                                           value=len(self.step_sizes) // 2, description="step")
+        self.step_size = w.SelectionSlider(
+            options=[(f"{v:+.1f}σ", i) for i, v in enumerate(self.step_sizes)],
+            value=len(self.step_sizes) // 2, description="step")
         self.picture, self.caption = w.Image(format="png"), w.HTML()
         self.widget = w.VBox([self.mode, w.HBox([self.a, self.b]), self.alpha,
                               w.HBox([self.direction, self.step_size]), self.picture, self.caption,
                               self.message_area])
         self.frames: dict[str, tuple[Tensor, list[bytes]]] = {}   # mode -> (means (n, C, H, W), PNGs)
-        self._syncing = False
+        self._syncing, self._walk_key = False, None
         try:
             self.images = _images(images)
             if self.images is None:
@@ -770,7 +773,7 @@ class LatentExplorer(_Widget):
         for control in (self.a, self.b):
             control.observe(self._guarded(self._pair_changed), names="value")
         self.alpha.observe(self._guarded(lambda _: self._draw()), names="value")
-        self.direction.observe(self._guarded(lambda _: self._walk()), names="value")
+        self.direction.observe(self._guarded(lambda _: self._draw()), names="value")
         self.step_size.observe(self._guarded(lambda _: self._draw()), names="value")
         self.set_pair(a, b)
 
@@ -822,26 +825,26 @@ class LatentExplorer(_Widget):
         zs = (1 - self.alphas[:, None]) * z_a + self.alphas[:, None] * z_b   # (n_alphas, Z)
         means = self._decode(zs)
         self.frames["interpolate"] = (means, self._pngs(means, x_a, x_b))
-        self._walk()
-
-    def _walk(self) -> None:
-        """Decode the steps along the chosen direction, starting from image A's code."""
-        if self.images is None or not hasattr(self, "z_a"):
-            return
-        d, sigma = self.directions[self.direction.value]
-        zs = self.z_a + (self.step_sizes * sigma)[:, None] * d                      # (n_steps, Z)
-        means = self._decode(zs)
-        self.frames["direction"] = (means, self._pngs(means, self.x_a, None))
         self._draw()
+
+    def _mode_frames(self) -> tuple[Tensor, list[bytes]]:
+        """The frames of the current mode; the walk along a direction is decoded when first shown."""
+        if self.mode.value == "direction" and self._walk_key != (self.pair, self.direction.value):
+            d, sigma = self.directions[self.direction.value]
+            zs = self.z_a + (self.step_sizes * sigma)[:, None] * d                      # (n_steps, Z)
+            means = self._decode(zs)
+            self.frames["direction"] = (means, self._pngs(means, self.x_a, None))
+            self._walk_key = (self.pair, self.direction.value)
+        return self.frames[self.mode.value]
 
     def _index(self) -> int:
         return self.alpha.value if self.mode.value == "interpolate" else self.step_size.value
 
     def _draw(self) -> None:
-        if self.mode.value not in self.frames:
+        if self.images is None or "interpolate" not in self.frames:
             return
         i = self._index()
-        self.picture.value = self.frames[self.mode.value][1][i]
+        self.picture.value = self._mode_frames()[1][i]
         if self.mode.value == "interpolate":
             text = (f"left: test image {self.pair[0]}, right: test image {self.pair[1]}, middle: the mean of "
                     f"p(x | z) for z = (1 - α) z_A + α z_B, α = {self.alphas[i]:.2f}")
@@ -868,8 +871,9 @@ class LatentExplorer(_Widget):
 
     def set_direction(self, name: str) -> None:
         if name not in self.directions:
-            self._say(f"no direction {name!r}: choose PC 1..PC {sum(k.startswith('PC') for k in self.directions)}"
-                      f" or z[0]..z[{self.model.config.z_dim - 1}]")
+            n_pcs = sum(k.startswith("PC") for k in self.directions)
+            self._say(f"no direction {name!r}: choose PC 1..PC {n_pcs} or "
+                      f"z[0]..z[{self.model.config.z_dim - 1}]")
             return
         self.set_mode("direction")
         self.direction.value = name
@@ -889,11 +893,11 @@ class LatentExplorer(_Widget):
 
     def current_frame(self) -> Tensor:  # (C, H, W)
         """The displayed decoded image mean."""
-        return self.frames[self.mode.value][0][self._index()]
+        return self._mode_frames()[0][self._index()]
 
     def strip(self) -> Tensor:  # (n, C, H, W)
         """Every decoded image of the current mode, in order (Fig. 5a's row, for a static figure)."""
-        return self.frames[self.mode.value][0]
+        return self._mode_frames()[0]
 
 
 # --------------------------------------------------------------------------- static HTML
@@ -902,11 +906,11 @@ _PLAYER = string.Template("""\
   <img src="$first" width="$width" height="$height" alt="animation frame"
        style="image-rendering: pixelated; display: block">
   <div class="vnca-caption" style="margin: 0.3em 0; white-space: pre-line">$caption</div>
-  <button class="vnca-first" title="first frame">&#x23EE;</button>
+  <button class="vnca-first" title="first frame">&#x25C1;&#x25C1;</button>
   <button class="vnca-previous" title="previous frame">&#x25C1;</button>
   <button class="vnca-play" title="play / pause">&#x25B6;</button>
   <button class="vnca-next" title="next frame">&#x25B7;</button>
-  <button class="vnca-last" title="last frame">&#x23ED;</button>
+  <button class="vnca-last" title="last frame">&#x25B7;&#x25B7;</button>
   <input type="range" min="0" max="$last" value="$last" style="vertical-align: middle; width: 12em">
   <label><input type="checkbox"> loop</label>
 </div>
@@ -928,7 +932,7 @@ _PLAYER = string.Template("""\
   play.onclick = function () {
     if (timer) { stop(); return; }
     if (i >= frames.length - 1) show(0);
-    timer = setInterval(tick, interval); play.innerHTML = "&#x23F8;";
+    timer = setInterval(tick, interval); play.innerHTML = "||";
   };
   root.querySelector(".vnca-first").onclick = function () { stop(); show(0); };
   root.querySelector(".vnca-previous").onclick = function () { stop(); show(i - 1); };
