@@ -48,6 +48,7 @@ def source_location(obj: Any) -> tuple[str | None, int, int]:
 
     The path is None when ``obj`` is not part of this package (a torch function, say).
     """
+    obj = inspect.unwrap(obj)  # decorated functions (e.g. @torch.inference_mode) keep their file
     lines, first = inspect.getsourcelines(obj)
     path = Path(inspect.getsourcefile(obj)).resolve()
     package = Path(__file__).resolve().parent

@@ -221,17 +221,21 @@ _JS_IMAGES = """async () => {
 
 _JS_MATH = """async () => {
   const mathEls = Array.from(document.querySelectorAll("span.math, div.math"));
-  const script = Array.from(document.scripts).find(s => /mathjax|tex-mml|tex-chtml|tex-svg/i.test(s.src || ""));
+  const script = Array.from(document.scripts)
+    .find(s => /mathjax|tex-mml|tex-chtml|tex-svg/i.test(s.src || ""));
   let started = false;
   if (window.MathJax && window.MathJax.startup && window.MathJax.startup.promise) {
-    await window.MathJax.startup.promise; started = true;
+    const timeout = new Promise(resolve => setTimeout(() => resolve(false), 60000));
+    started = await Promise.race([window.MathJax.startup.promise.then(() => true), timeout]);
   }
   return {
     elements: mathEls.length,
     rendered: mathEls.filter(e => e.querySelector("mjx-container")).length,
     containers: document.querySelectorAll("mjx-container").length,
-    tex_errors: Array.from(document.querySelectorAll("mjx-merror")).map(e => e.getAttribute("data-mjx-error") || e.textContent).slice(0, 10),
-    unrendered: mathEls.filter(e => !e.querySelector("mjx-container")).map(e => e.textContent.slice(0, 80)).slice(0, 5),
+    tex_errors: Array.from(document.querySelectorAll("mjx-merror"))
+      .map(e => e.getAttribute("data-mjx-error") || e.textContent).slice(0, 10),
+    unrendered: mathEls.filter(e => !e.querySelector("mjx-container"))
+      .map(e => e.textContent.slice(0, 80)).slice(0, 5),
     mathjax_src: script ? script.src : null,
     mathjax_started: started,
   };
@@ -242,21 +246,33 @@ _JS_MATH = """async () => {
 _JS_ANIMATION_FRAMES = """async (root, sel) => {
   const img = root.querySelector("img"), slider = root.querySelector("input[type=range]");
   const first = root.querySelector(sel.first), next = root.querySelector(sel.next);
-  const hash = s => { let h = 5381; for (let i = 0; i < s.length; i++) h = (h * 33 + s.charCodeAt(i)) | 0; return h; };
+  const hash = s => {
+    let h = 5381;
+    for (let i = 0; i < s.length; i++) h = (h * 33 + s.charCodeAt(i)) | 0;
+    return h;
+  };
   first.click();
   const n = Number(slider.max) + 1, frames = [];
   for (let k = 0; k < n; k++) {
     try { await img.decode(); } catch (e) {}
-    frames.push({index: Number(slider.value), width: img.naturalWidth, height: img.naturalHeight, hash: hash(img.src)});
+    frames.push({index: Number(slider.value), width: img.naturalWidth, height: img.naturalHeight,
+                 hash: hash(img.src)});
     next.click();
   }
   first.click();
-  return frames;
+  // Controls that show nothing: no icon (Font Awesome's <svg>, which the theme draws without the CDN
+  // stylesheet to_jshtml links) and no text.
+  const blank = Array.from(root.querySelectorAll("button")).filter(b => {
+    const icon = b.querySelector("svg"), box = icon ? icon.getBoundingClientRect() : null;
+    return !(b.textContent.trim() || (box && box.width > 0 && box.height > 0));
+  }).map(b => b.title || b.className);
+  return {frames, blank};
 }"""
 
 _JS_WIDGETS_RENDERED = """() => Array.from(document.querySelectorAll('%s')).every(tag => {
   const area = tag.previousElementSibling;
-  return area && area.classList.contains("widget-subarea") && area.querySelector(".jupyter-widgets, .lm-Widget");
+  return area && area.classList.contains("widget-subarea")
+    && area.querySelector(".jupyter-widgets, .lm-Widget");
 })""" % WIDGET_VIEW
 
 _JS_WIDGETS = """() => Array.from(document.querySelectorAll('%s')).map(tag => {
@@ -267,8 +283,14 @@ _JS_WIDGETS = """() => Array.from(document.querySelectorAll('%s')).map(tag => {
   return {model_id: model, rendered: ok && !!area.querySelector(".jupyter-widgets, .lm-Widget"),
           width: box.width, height: box.height,
           classes: ok ? Array.from(new Set(Array.from(area.querySelectorAll("[class*='widget-']"))
-                         .flatMap(e => Array.from(e.classList)).filter(c => c.startsWith("widget-")))).slice(0, 12) : []};
+            .flatMap(e => Array.from(e.classList)).filter(c => c.startsWith("widget-")))).slice(0, 12) : []};
 })""" % WIDGET_VIEW
+
+
+_JS_WIDGET_MANAGER = """() => {
+  const s = Array.from(document.scripts).find(s => /html-manager|embed-amd/.test(s.src || ""));
+  return s ? s.src : null;
+}"""
 
 
 def visit(browser, base_url: str, page: str) -> PageReport:
@@ -327,13 +349,14 @@ def visit(browser, base_url: str, page: str) -> PageReport:
             pass
         report.final_url = p.url
         report.math = p.evaluate(_JS_MATH)
+        waited = ""
         if p.locator(WIDGET_VIEW).count():
             try:
-                p.wait_for_function(_JS_WIDGETS_RENDERED, timeout=60_000)
+                p.wait_for_function(_JS_WIDGETS_RENDERED, timeout=30_000)
             except Exception as exc:  # noqa: BLE001 - recorded; test_widgets_render reports it
-                report.errors.append(f"widget views did not all render: {str(exc).splitlines()[0]}")
-        report.widgets = {"views": p.evaluate(_JS_WIDGETS),
-                          "state_scripts": p.locator(WIDGET_STATE).count()}
+                waited = f"not all rendered after 30 s ({str(exc).splitlines()[0]})"
+        report.widgets = {"views": p.evaluate(_JS_WIDGETS), "state_scripts": p.locator(WIDGET_STATE).count(),
+                          "manager_src": p.evaluate(_JS_WIDGET_MANAGER), "wait": waited}
         report.images = p.evaluate(_JS_IMAGES)
         report.launch_links = p.eval_on_selector_all(
             ".dropdown-launch-buttons a", "els => els.map(a => ({title: a.title, href: a.href}))")
@@ -364,7 +387,9 @@ def _check_animations(p) -> list[dict]:
             res = {"kind": kind, "index": i}
             try:
                 root.scroll_into_view_if_needed()
-                frames = root.evaluate(_JS_ANIMATION_FRAMES, sel)
+                result = root.evaluate(_JS_ANIMATION_FRAMES, sel)
+                frames = result["frames"]
+                res["blank_buttons"] = result["blank"]
                 res["frames"] = len(frames)
                 res["bad_frames"] = [f["index"] for f in frames if f["width"] == 0 or f["height"] == 0]
                 res["frame_size"] = [frames[0]["width"], frames[0]["height"]] if frames else None

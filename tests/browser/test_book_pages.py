@@ -11,7 +11,8 @@ to _build/screenshots/<page>.png. Then, per page:
 - test_math_renders: on pages with math, MathJax has typeset every $...$ / $$...$$ (each span.math /
   div.math holds an mjx-container) without TeX errors, i.e. MathJax came from the book, not a CDN;
 - test_animations_step: every no-kernel animation (matplotlib to_jshtml, vnca_tutorial's frames_to_html)
-  decodes every frame, and a click on its step-forward button advances it (slider and frame's src);
+  decodes every frame, shows an icon or text on every button, and a click on its step-forward button
+  advances it (slider and frame's src);
 - test_widgets_render: every embedded ipywidget view (widget-view+json) is rendered by the widget manager
   into a non-empty widget area, with the manager's JavaScript served by the book.
 
@@ -99,6 +100,7 @@ def test_animations_step(visit, page):
         assert "error" not in a, f"{name}: {a['error']}"
         assert a["frames"] >= 2, f"{name}: {a['frames']} frame(s), nothing to step through"
         assert not a["bad_frames"], f"{name}: frames that do not decode: {a['bad_frames']}"
+        assert not a["blank_buttons"], f"{name}: buttons with no icon or text: {a['blank_buttons']}"
         assert int(a["value_after"]) == int(a["value_before"]) + 1, (
             f"{name}: step forward moved the slider from {a['value_before']} to {a['value_after']}")
         assert a["src_changed"] or a["frames_0_1_identical"], f"{name}: step forward did not change the frame"
@@ -112,8 +114,13 @@ def test_widgets_render(visit, page):
     if not views:
         return  # no embedded widget views on this page
     assert r.widgets["state_scripts"], f"{_where(r)}: widget views but no widget state in the page"
+    hint = ""
+    src = r.widgets.get("manager_src")
+    if src and not bb.is_local(src):
+        hint = (f" The widget manager is loaded from {src}, which is not part of the book: run "
+                "tools/vendor_js.sh before `jupyter-book build` (see tools/offline_js.py).")
     bad = [v for v in views if not (v["rendered"] and v["width"] > 0 and v["height"] > 0)]
-    assert not bad, f"{_where(r)}: widget views not rendered: {bad}"
+    assert not bad, f"{_where(r)}: widget views {r.widgets['wait'] or 'not rendered'}: {bad}.{hint}"
 
 
 @pytest.mark.parametrize("docname", CHAPTERS)

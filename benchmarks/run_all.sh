@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Reproduce benchmarks/results/ on a CPU machine (what was run for the committed results).
+# Usage: bash benchmarks/run_all.sh [python]    (default: .venv/bin/python if present, else python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+R=benchmarks/results
+mkdir -p "$R"
+# 1. smoke run: default threads, batch 8, with the (slow here) bf16 rows forced
+$PY benchmarks/benchmark.py --quick --bf16 --force-bf16 --json "$R/quick.json" --txt "$R/quick.txt"
+# 2. the MNIST CPU presets at their batch sizes, one thread (see README: the machine is shared)
+$PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu,mnist_baseline_cpu \
+    --threads 1 --checkpointing --bf16 --iwae-sweep --json "$R/cpu_presets.json" --txt "$R/cpu_presets.txt"
+# 3. the paper's MNIST model: one instrumented and one timed update
+$PY benchmarks/benchmark.py --presets mnist_doubling --threads 1 --json "$R/paper_mnist_doubling.json" \
+    --txt "$R/paper_mnist_doubling.txt"
+# 4. scaling with the image size (and the chart for the book)
+$PY benchmarks/scaling.py --threads 1 --checkpointing --json "$R/scaling.json" --png "$R/scaling.png"
+# 5. candidate NCA-step changes, before/after
+$PY benchmarks/before_after.py --threads 1 --repeats 7 --json "$R/before_after.json" --txt "$R/before_after.txt"
