@@ -8,11 +8,12 @@ R=benchmarks/results
 mkdir -p "$R"
 # 1. smoke run: default threads, batch 8, with the (slow here) bf16 rows forced
 $PY benchmarks/benchmark.py --quick --bf16 --force-bf16 --json "$R/quick.json" --txt "$R/quick.txt"
-# 2. the MNIST CPU presets at their batch sizes, one thread (see README: the machine is shared)
+# 2. the MNIST CPU presets at their batch sizes, on one and two threads (see README: the machine is shared)
 $PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu,mnist_baseline_cpu \
-    --threads 1 --checkpointing --bf16 --iwae-sweep --json "$R/cpu_presets.json" --txt "$R/cpu_presets.txt"
-# 3. the paper's MNIST model: one instrumented and one timed update
-$PY benchmarks/benchmark.py --presets mnist_doubling --threads 1 --json "$R/paper_mnist_doubling.json" \
+    --threads 1,2 --checkpointing --bf16 --iwae-sweep --json "$R/cpu_presets.json" --txt "$R/cpu_presets.txt"
+# 3. the paper's MNIST model: one instrumented and one timed update, package and NCHW reference
+$PY benchmarks/benchmark.py --presets mnist_doubling --threads 1 --paper-reference \
+    --json "$R/paper_mnist_doubling.json" \
     --txt "$R/paper_mnist_doubling.txt"
 # 4. scaling with the image size (and the chart for the book)
 $PY benchmarks/scaling.py --threads 1 --checkpointing --json "$R/scaling.json" --png "$R/scaling.png"
