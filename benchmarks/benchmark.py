@@ -20,7 +20,7 @@ multiplies, `vnca_tutorial.nca.per_cell`), ``reference`` is the straightforward 
 update network with the same weights computed in NCHW with ``F.conv2d`` 1x1 convolutions
 (`reference_update` below; tests/test_perf_equivalence.py checks that both compute the same function).
 
-    python benchmarks/benchmark.py --quick                         # smoke run, about two minutes
+    python benchmarks/benchmark.py --quick                         # smoke run, a few minutes
     python benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu --threads 1 \\
         --json benchmarks/results/cpu.json --txt benchmarks/results/cpu.txt
     python benchmarks/benchmark.py --checkpointing --bf16          # extra rows: checkpointing, bfloat16

@@ -165,11 +165,6 @@ def _check_images_fit(images, config, what: str) -> None:
                        f"{config.name!r} makes {want[0]}x{want[1]}x{want[2]} images")
 
 
-def _fixed_order(n: int, seed: int) -> torch.Tensor:
-    """A fixed random order of n images (the MNIST test split is sorted by label: never take its head)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-
 # --------------------------------------------------------------------------- models
 def _pretrained(name: str):
     try:
@@ -343,6 +338,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .data import random_indices
     from .evaluate import evaluate_bound
     model = _model(args, allow_untrained=False)
     config = model.config
@@ -354,7 +350,9 @@ def cmd_eval(args) -> int:
     if args.images is not None:
         if not 1 <= args.images <= n:
             raise CLIError(f"--images {args.images}: the test split has {n} images")
-        images = images[_fixed_order(n, args.seed)[: args.images]]   # random subset, never the head
+        # a random subset, never the head (the MNIST test split is sorted by label); the same images as
+        # data.subset, so `--images N` reproduces a model card measured on a subset of N
+        images = images[torch.from_numpy(random_indices(n, args.images, args.seed))]
         source += f", random subset of {args.images} (seed {args.seed})"
     elif not isinstance(images, torch.Tensor):
         images = images[range(n)]

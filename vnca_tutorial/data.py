@@ -675,6 +675,11 @@ def load_celeba(root: str | os.PathLike, split: str = "train", size: int = 64) -
 
 
 # --------------------------------------------------------------------------- helpers
+def random_indices(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """n distinct indices out of ``total`` in a fixed-seed random order (what `subset` takes)."""
+    return np.random.default_rng(seed).permutation(total)[:n]
+
+
 def subset(data: ImageData, n: int, seed: int = 0) -> ImageData:
     """A random sample of n images (no repeats), the same for the same seed.
 
@@ -682,7 +687,7 @@ def subset(data: ImageData, n: int, seed: int = 0) -> ImageData:
     """
     if not 0 <= n <= len(data):
         raise ValueError(f"cannot take {n} images out of {len(data)}")
-    idx = np.random.default_rng(seed).permutation(len(data))[:n]
+    idx = random_indices(len(data), n, seed)
     idx_t = torch.from_numpy(idx)
     return replace(
         data,

@@ -12,8 +12,8 @@ from torch.utils.checkpoint import checkpoint
 
 
 def per_cell(conv: nn.Conv2d, h: Tensor) -> Tensor:  # (B, H, W, C_in) -> (B, H, W, C_out)
-    """A 1x1 conv is the same small linear layer applied to every cell: a matrix multiply over a
-    channels-last view, which is much faster on CPUs than a convolution kernel (chapter 1)."""
+    """A 1x1 conv is the same small linear layer applied to every cell: one matrix multiply over a
+    channels-last view of the grid (chapter 1; its speed against F.conv2d is in benchmarks/)."""
     return F.linear(h, conv.weight.flatten(1), conv.bias)
 
 
