@@ -15,7 +15,13 @@ $PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu,m
 $PY benchmarks/benchmark.py --presets mnist_doubling --threads 1 --paper-reference \
     --json "$R/paper_mnist_doubling.json" \
     --txt "$R/paper_mnist_doubling.txt"
+# 3b. the same with activation checkpointing: its peak memory (target: at most 2 GB)
+$PY benchmarks/benchmark.py --presets mnist_doubling --threads 1 --checkpointing --no-reference \
+    --warmup 0 --repeats 1 --iwae-images 1 --json "$R/paper_mnist_doubling_ckpt.json" \
+    --txt "$R/paper_mnist_doubling_ckpt.txt"
 # 4. scaling with the image size (and the chart for the book)
 $PY benchmarks/scaling.py --threads 1 --checkpointing --json "$R/scaling.json" --png "$R/scaling.png"
 # 5. candidate NCA-step changes, before/after
 $PY benchmarks/before_after.py --threads 1 --repeats 7 --json "$R/before_after.json" --txt "$R/before_after.txt"
+# 6. the shipped models' card figures, re-measured (long: the baseline's card covers all 10,000 test images)
+$PY benchmarks/pretrained_figures.py --json "$R/pretrained_figures.json"

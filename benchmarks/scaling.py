@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark as B  # noqa: E402
 
 from vnca_tutorial.config import DoublingConfig, NonDoublingConfig  # noqa: E402
+from vnca_tutorial.viz import plot_scaling  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SMALL = dict(z_dim=16, hidden=32, n_blocks=1, batch_size=4, encoder_channels=8, lr=1e-3)
@@ -63,37 +64,12 @@ def measure_point(config, warmup: int, repeats: int) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
+    """Write the figure of ``vnca_tutorial.viz.plot_scaling`` (the plot chapter 10 shows) to ``path``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    styles = {"doubling": ("C0", "o"), "nondoubling": ("C1", "s")}
-    for series, points in result["series"].items():
-        decoder, ckpt = series.split("+")[0], series.endswith("+ckpt")
-        color, marker = styles[decoder]
-        kw = dict(color=color, marker=marker, linestyle="--" if ckpt else "-",
-                  label=("doubling" if decoder == "doubling" else f"non-doubling (T={result['nd_steps']})")
-                  + (", checkpointing" if ckpt else ""))
-        sizes = [p["image_size"] for p in points]
-        axes[0].plot(sizes, [p["cpu_s"] for p in points], **kw)
-        axes[1].plot(sizes, [p["peak_tensor_mib"] for p in points], **kw)
-        axes[2].plot(sizes, [p["gflop"] for p in points], **kw)
-    titles = ["CPU seconds per training update", "peak tensor memory of an update (MiB)",
-              "GFLOP per update (counted)"]
-    ticks = result["sizes"]
-    for ax, title in zip(axes, titles):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(ticks, [f"{s}\nK={(s // 2).bit_length() - 1}" for s in ticks])
-        ax.set_xlabel("image size (doublings K)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"One training update vs image size (z_dim {SMALL['z_dim']}, hidden {SMALL['hidden']}, "
-                 f"batch {SMALL['batch_size']}, {result['threads']} CPU thread(s); measured "
-                 f"{result['started'][:10]})", fontsize=10)
-    fig.tight_layout()
+    fig = plot_scaling(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

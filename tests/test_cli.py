@@ -107,7 +107,8 @@ def cli(tmp_path_factory):
     ck = str(run / "checkpoint.safetensors")
     p = {k: str(tmp / v) for k, v in dict(png="samples.png", gif="growth.gif", gif_nd="growth_nd.gif",
                                           damage="damage.gif", damage_nd="damage_nd.gif", json="eval.json",
-                                          trunc="truncated.safetensors", mp4="growth.mp4").items()}
+                                          trunc="truncated.safetensors", mp4="growth.mp4",
+                                          progress="eval_progress.safetensors").items()}
     train = ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(run), "--checkpoint-every", "2",
              "--eval-every", "2", "--eval-images", "8", "--threads", "1", *TINY_DOUBLING]
     nd = ["--preset", "mnist_nondoubling_cpu", *TINY_NONDOUBLING]
@@ -119,6 +120,10 @@ def cli(tmp_path_factory):
         ("train_again", [*train, "--updates", "3"]),                     # exists: needs --resume
         ("resume", [*train, "--updates", "4", "--resume"]),
         ("eval", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--json", p["json"], "--threads", "1"]),
+        *[(f"eval_resumable_{i}", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--threads", "1",
+                                   "--resume-file", p["progress"]]) for i in (1, 2)],
+        ("eval_resume_other_k", ["eval", "--checkpoint", ck, "--k", "5", "--images", "8", "--threads", "1",
+                                 "--resume-file", p["progress"]]),
         ("sample", ["sample", "--checkpoint", ck, "--n", "4", "--out", p["png"]]),
         ("grow", ["grow", "--checkpoint", ck, "--n", "2", "--out", p["gif"]]),
         ("grow_untrained_nondoubling", ["grow", *nd, "--steps", "5", "--n", "1", "--out", p["gif_nd"]]),
@@ -218,7 +223,7 @@ def assert_error(result: dict, *needles: str, rc: int = 1, alone: bool = True) -
     ("train", ["--preset", "--run-dir", "--updates", "--data-dir", "--device", "--resume", "--seed",
                "--checkpoint-every", "--eval-every", "--set", "example", "mnist_doubling_cpu"]),
     ("eval", ["--checkpoint", "--pretrained", "--k", "--images", "--batch-size", "--seed", "--device", "--json",
-              "example"]),
+              "--resume-file", "example"]),
     ("sample", ["--checkpoint", "--preset", "--n", "--out", "--seed", "--device", "example", "UNTRAINED"]),
     ("grow", ["--checkpoint", "--preset", "--n", "--out", "--fps", "--device", "example", ".mp4"]),
     ("damage", ["--checkpoint", "--preset", "--n", "--at-step", "--kind", "right-half", "square", "--out",
@@ -259,6 +264,16 @@ def test_eval_prints_finite_nats_and_bpd(cli):
     assert record["n_images"] == 8 and record["k"] == 4 and record["nats"] == pytest.approx(nats, abs=0.01)
     assert "random subset of 8" in record["data"]
     assert "IWAE" in r["stderr"]                                              # the progress bar
+
+
+def test_eval_with_a_resume_file_continues_and_refuses_another_evaluation(cli):
+    first, second = cli["r"]["eval_resumable_1"], cli["r"]["eval_resumable_2"]
+    assert first["rc"] == 0 and second["rc"] == 0, first["stderr"] + second["stderr"]
+    line = [x for x in first["stdout"].splitlines() if "log p(x)" in x]
+    assert line and line == [x for x in second["stdout"].splitlines() if "log p(x)" in x]
+    assert line == [x for x in cli["r"]["eval"]["stdout"].splitlines() if "log p(x)" in x]
+    assert Path(cli["progress"]).exists()
+    assert_error(cli["r"]["eval_resume_other_k"], "eval_progress.safetensors", "differs in: k", alone=False)
 
 
 def test_celeba_is_read_lazily(cli):

@@ -11,12 +11,15 @@ from vnca_tutorial.config import get_preset
 from vnca_tutorial.model import build_model
 
 CARD_FIELDS = {"name", "sha256", "config", "data", "updates", "train_wall_time_hours", "hardware",
-               "test_bound", "parameters"}
+               "test_bound", "parameters", "stored_dtype", "paper", "notes"}
 
 
-def _test_digits():
-    """Two random binarized MNIST test digits (the package's fallback digits where the data is absent)."""
-    from vnca_tutorial.data import load_binarized_mnist, subset
+def _test_images(dataset: str):
+    """Two test images of the model's data set: random binarized MNIST test digits (the package's fallback
+    digits where the data is absent), or generated stand-in emoji."""
+    from vnca_tutorial.data import load_binarized_mnist, subset, synthetic_emoji
+    if dataset == "noto_emoji":
+        return synthetic_emoji(2, seed=0).images
     return subset(load_binarized_mnist("test"), 2, seed=0).images
 
 
@@ -36,10 +39,14 @@ def test_every_shipped_model_loads_and_runs(name):
     assert card["sha256"] == pretrained.sha256(pretrained.HERE / f"{name}.safetensors")
     bound = card["test_bound"]
     assert bound["k"] >= 1 and bound["n_images"] >= 1 and math.isfinite(bound["nats"]) and bound["nats"] < 0
+    n_dims = card["config"]["image_channels"] * card["config"]["image_size"] ** 2
+    assert bound["bpd"] == pytest.approx(-bound["nats"] / (n_dims * math.log(2)), rel=1e-6)
+    assert card["stored_dtype"] in ("float32", "float16") and card["notes"]
     model = pretrained.load(name)
     assert model.n_parameters() == card["parameters"]
     assert config_to_dict(model.config) == card["config"]
-    x = _test_digits()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = _test_images(card["config"]["dataset"])
     with torch.no_grad():
         elbo = model.elbo(x).elbo
     assert elbo.shape == (2,) and torch.isfinite(elbo).all()
@@ -85,3 +92,41 @@ def test_load_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("pickle.loads called"))
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
     pretrained.load("tiny")
+
+
+def test_float16_storage_halves_the_file_and_loads_as_rounded_float32(tmp_path):
+    from vnca_tutorial.checkpoint import load_model
+    config = get_preset("mnist_doubling_cpu", z_dim=4, hidden=8, encoder_channels=2)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()                                # the last layer starts at zero; make every weight count
+    save_checkpoint(tmp_path / "f32.safetensors", model, config, step=1)
+    save_checkpoint(tmp_path / "f16.safetensors", model, config, step=1, weights_dtype=torch.float16)
+    size32, size16 = ((tmp_path / f).stat().st_size for f in ("f32.safetensors", "f16.safetensors"))
+    assert size16 < 0.55 * size32
+    loaded = load_model(tmp_path / "f16.safetensors")
+    for (name, p), q in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert q.dtype == p.dtype
+        assert torch.equal(q, p.half().float()), name
+
+
+def test_the_benchmark_reproduces_a_card_figure(tmp_path, monkeypatch):
+    """benchmarks/pretrained_figures.py re-measures a card exactly as the export script measured it."""
+    import sys
+    from pathlib import Path
+    from vnca_tutorial.data import load_binarized_mnist, subset
+    from vnca_tutorial.evaluate import evaluate_bound
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pretrained_figures
+    path = _ship_tiny(tmp_path, monkeypatch)
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    images = subset(load_binarized_mnist("test"), 3, seed=0).images
+    card["test_bound"] = evaluate_bound(pretrained.load("tiny"), images, k=4).as_dict()
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    row = pretrained_figures.remeasure("tiny")
+    assert row["same_images"] and row["measured"]["n_images"] == 3
+    assert row["measured"]["nats"] == pytest.approx(card["test_bound"]["nats"], abs=1e-4)
+    other = pretrained_figures.remeasure("tiny", images=2)
+    assert not other["same_images"] and other["measured"]["n_images"] == 2
+    assert path.exists()

@@ -65,9 +65,14 @@ def _unflatten_optimizer(tensors: dict, param_groups: str) -> dict:
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: ModelConfig,
                     step: int, optimizer: torch.optim.Optimizer | None = None,
-                    extra_tensors: dict | None = None, extra_meta: dict | None = None) -> None:
-    """Write a training checkpoint (or, without an optimizer, a weights-only file) atomically."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                    extra_tensors: dict | None = None, extra_meta: dict | None = None,
+                    weights_dtype: torch.dtype | None = None) -> None:
+    """Write a training checkpoint (or, without an optimizer, a weights-only file) atomically.
+
+    ``weights_dtype`` (e.g. ``torch.float16``) stores the model's floating-point tensors in that type, which
+    halves a shipped file; loading casts them back to the model's float32 parameters.
+    """
+    tensors = {f"model.{k}": _stored(v, weights_dtype) for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(config_to_dict(config)), "step": str(step), "format": "vnca_tutorial/1"}
     if optimizer is not None:
         opt_tensors, groups = _flatten_optimizer(optimizer)
@@ -78,6 +83,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: Mod
         tensors[k] = v.detach().cpu().contiguous()
     meta.update({k: json.dumps(v) for k, v in (extra_meta or {}).items()})
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _stored(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    t = t.detach().cpu().contiguous()
+    return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

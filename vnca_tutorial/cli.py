@@ -357,8 +357,13 @@ def cmd_eval(args) -> int:
     elif not isinstance(images, torch.Tensor):
         images = images[range(n)]
     log.info("IWAE bound, k=%d, on %d %s test images (%s)", args.k, len(images), config.dataset, source)
-    result = evaluate_bound(model, images, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                            progress=not args.quiet)
+    try:
+        result = evaluate_bound(model, images, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                                progress=not args.quiet, resume_file=args.resume_file)
+    except ValueError as e:
+        if args.resume_file and str(args.resume_file) in str(e):
+            raise CLIError(str(e)) from None
+        raise
     print(f"{config.name}: log p(x) >= {result.nats:.2f} nats ({result.bpd:.4f} bits/dim), "
           f"+- {result.stderr:.2f} nats (stderr), k={result.k}, {result.n_images} test images")
     if args.json:
@@ -527,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images evaluated at a time (default: 8)")
     p.add_argument("--data-dir", metavar="DIR", default=None, help="folder holding the data set")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON")
+    p.add_argument("--resume-file", metavar="FILE", default=None,
+                   help="keep progress in FILE (.safetensors); run the same command again to continue an "
+                        "interrupted evaluation")
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -5,7 +5,12 @@ Explained in chapter 5 (book/05_evaluation.md).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -28,19 +33,69 @@ class BoundResult:
 
 @torch.inference_mode()
 def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
-                   seed: int = 0, progress: bool = False, **decode_kwargs) -> BoundResult:
+                   seed: int = 0, progress: bool = False, resume_file: str | os.PathLike | None = None,
+                   save_every_s: float = 60.0, **decode_kwargs) -> BoundResult:
     """IWAE bound with ``k`` samples for every image; deterministic under ``seed``; memory-bounded
-    by evaluating ``batch_size`` images and ``chunk`` samples at a time."""
+    by evaluating ``batch_size`` images and ``chunk`` samples at a time.
+
+    ``resume_file`` (a .safetensors path) makes a long evaluation resumable: every ``save_every_s``
+    seconds and at the end it stores the per-image bounds so far and the random-number state, atomically;
+    called again with the same file, model, images and settings, it continues where it stopped and gives
+    the same result as an uninterrupted run. A file from another evaluation is refused.
+    """
     from tqdm.auto import tqdm
     model.eval()
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    values = []
-    for x in tqdm(images.split(batch_size), disable=not progress, desc=f"IWAE k={k}"):
-        x = x.to(model.device, torch.float32)
+    batches = images.split(batch_size)
+    settings = {"k": k, "batch_size": batch_size, "chunk": chunk, "seed": seed, "n_images": len(images),
+                "decode_kwargs": repr(sorted(decode_kwargs.items())), "images": _fingerprint([images]),
+                "model": _fingerprint(model.state_dict().values())}
+    values = _resume(resume_file, settings, generator) if resume_file else []
+    last_save = time.monotonic()
+    for i in tqdm(range(len(values), len(batches)), disable=not progress, desc=f"IWAE k={k}",
+                  initial=len(values), total=len(batches)):
+        x = batches[i].to(model.device, torch.float32)
         values.append(model.iwae(x, k=k, chunk=chunk, generator=generator, **decode_kwargs).cpu())
+        if resume_file and (time.monotonic() - last_save > save_every_s or i == len(batches) - 1):
+            _save_progress(resume_file, settings, values, generator)
+            last_save = time.monotonic()
     log_px = torch.cat(values).double()                               # (N,)
     n_dims = int(torch.tensor(images.shape[1:]).prod())
     mean = log_px.mean().item()
     stderr = (log_px.std().item() / len(log_px) ** 0.5) if len(log_px) > 1 else float("nan")
     return BoundResult(nats=mean, bpd=float(bits_per_dim(mean, n_dims)), k=k, n_images=len(log_px),
                        stderr=stderr)
+
+
+def _fingerprint(tensors) -> str:
+    """sha256 of the bytes of some tensors: which model and which images a resume file belongs to."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_progress(path, settings: dict, values: list[Tensor], generator: torch.Generator) -> None:
+    from safetensors.torch import save_file
+    from .checkpoint import atomic_write
+    tensors = {"log_px": torch.cat(values).float(), "batches_done": torch.tensor([len(values)]),
+               "generator": generator.get_state()}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"settings": json.dumps(settings)}))
+
+
+def _resume(path, settings: dict, generator: torch.Generator) -> list[Tensor]:
+    """The per-batch bounds stored in ``path`` (none if it does not exist); restores the generator."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.exists():
+        return []
+    with safe_open(str(path), framework="pt") as f:
+        stored = json.loads((f.metadata() or {}).get("settings", "{}"))
+        if stored != settings:
+            differ = sorted(key for key in settings if stored.get(key) != settings[key])
+            raise ValueError(f"{path} holds a different evaluation (it differs in: {', '.join(differ)}); "
+                             "delete it or give another resume file")
+        log_px, done = f.get_tensor("log_px"), int(f.get_tensor("batches_done"))
+        generator.set_state(f.get_tensor("generator"))
+    batch_size = settings["batch_size"]
+    return list(log_px.split(batch_size))[:done]

@@ -57,3 +57,41 @@ def save_gif(frames: list[np.ndarray], path: str | os.PathLike, ms_per_frame: in
     durations = [ms_per_frame] * (len(frames) - 1) + [last_frame_ms]
     iio.imwrite(path, np.stack(frames), extension=".gif", duration=durations, loop=0)
     return path
+
+
+def plot_scaling(result: dict):
+    """Plot a ``benchmarks/scaling.py`` result: CPU time, peak memory and FLOPs of one update vs image size.
+
+    Explained in chapter 10 (book/10_scaling.md). ``result`` is the JSON that the script writes: per series
+    ("doubling", "nondoubling", "+ckpt" for activation checkpointing) one point per image size. Returns the
+    matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    styles = {"doubling": ("C0", "o"), "nondoubling": ("C1", "s")}
+    for series, points in result["series"].items():
+        decoder, ckpt = series.split("+")[0], series.endswith("+ckpt")
+        color, marker = styles[decoder]
+        label = "doubling" if decoder == "doubling" else f"non-doubling (T={result['nd_steps']})"
+        sizes = [p["image_size"] for p in points]
+        kw = dict(color=color, marker=marker, linestyle="--" if ckpt else "-",
+                  label=label + (", checkpointing" if ckpt else ""))
+        for ax, key in zip(axes, ("cpu_s", "peak_tensor_mib", "gflop")):
+            ax.plot(sizes, [p[key] for p in points], **kw)
+    titles = ["CPU seconds per training update", "peak tensor memory of an update (MiB)",
+              "GFLOP per update (counted)"]
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(result["sizes"], [f"{s}\nK={(s // 2).bit_length() - 1}" for s in result["sizes"]])
+        ax.set_xlabel("image size (doublings K)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    m = result["model"]
+    fig.suptitle(f"One training update vs image size (z_dim {m['z_dim']}, hidden {m['hidden']}, batch "
+                 f"{m['batch_size']}, {result['threads']} CPU thread(s); measured {result['started'][:10]})",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,62 @@
+"""evaluate_bound: a resumable evaluation gives exactly the uninterrupted result; foreign files are refused."""
+import pytest
+import torch
+
+from vnca_tutorial.config import get_preset
+from vnca_tutorial.evaluate import evaluate_bound
+from vnca_tutorial.model import build_model
+
+
+def _model():
+    torch.manual_seed(0)
+    config = get_preset("mnist_doubling_cpu", image_size=8, n_doublings=2, steps_per_stage=2, z_dim=4,
+                        hidden=8, encoder_channels=2)
+    return build_model(config).eval()
+
+
+def _images(n=7):
+    return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):
+    model, x, file = _model(), _images(), tmp_path / "eval.safetensors"
+    whole = evaluate_bound(model, x, k=5, batch_size=2, seed=3)
+    real_iwae, calls = model.iwae, []
+
+    def failing_iwae(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted                       # stopped during the third of four batches
+        return real_iwae(*args, **kwargs)
+    monkeypatch.setattr(model, "iwae", failing_iwae)
+    with pytest.raises(Interrupted):
+        evaluate_bound(model, x, k=5, batch_size=2, seed=3, resume_file=file, save_every_s=0)
+    assert file.exists()
+    monkeypatch.setattr(model, "iwae", real_iwae)
+    resumed_calls = []
+    monkeypatch.setattr(model, "iwae", lambda *a, **k: resumed_calls.append(1) or real_iwae(*a, **k))
+    resumed = evaluate_bound(model, x, k=5, batch_size=2, seed=3, resume_file=file, save_every_s=0)
+    assert len(resumed_calls) == 2                  # only the two batches that were not done
+    assert resumed.n_images == whole.n_images == 7
+    assert resumed.nats == pytest.approx(whole.nats, abs=1e-5)
+    assert resumed.stderr == pytest.approx(whole.stderr, abs=1e-5)
+    again = evaluate_bound(model, x, k=5, batch_size=2, seed=3, resume_file=file)
+    assert again.nats == resumed.nats               # a finished file is read back, nothing is recomputed
+
+
+def test_a_resume_file_of_another_evaluation_is_refused(tmp_path):
+    model, x, file = _model(), _images(), tmp_path / "eval.safetensors"
+    evaluate_bound(model, x, k=5, batch_size=2, resume_file=file)
+    with pytest.raises(ValueError, match=r"differs in: k"):
+        evaluate_bound(model, x, k=6, batch_size=2, resume_file=file)
+    with pytest.raises(ValueError, match=r"differs in: images"):
+        evaluate_bound(model, _images(7) * 0, k=5, batch_size=2, resume_file=file)
+    other = _model()
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match=r"differs in: model"):
+        evaluate_bound(other, x, k=5, batch_size=2, resume_file=file)
