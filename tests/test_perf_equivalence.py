@@ -279,3 +279,22 @@ def test_benchmark_scripts_import_and_show_help(script, capsys):
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def test_instrumented_memory_is_not_inflated_by_the_flop_counter():
+    """The memory pass of `instrumented` sees what a plain tracked update allocates, with checkpointing too
+    (FlopCounterMode, active in the same pass, made checkpointing keep far more alive)."""
+    config = DoublingConfig(name="probe", image_size=16, n_doublings=3, steps_per_stage=3, z_dim=16, hidden=32,
+                            n_blocks=2, batch_size=4, encoder_channels=4, checkpointing=True)
+    peaks = {}
+    for ckpt in (False, True):
+        c = config.replace(checkpointing=ckpt)
+        update = bench.TrainingUpdate(bench.build(c), bench.fake_images(c, 4), pool=False)
+        update()                                                 # steady state
+        with bench.TensorMemoryTracker() as mem:
+            update()
+        info = bench.instrumented(update)
+        assert info["gflop"] > 0
+        assert info["peak_tensor_mib"] == pytest.approx(mem.peak / bench.MiB, rel=0.05)
+        peaks[ckpt] = mem.peak
+    assert peaks[True] < 0.6 * peaks[False]
