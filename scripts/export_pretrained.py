@@ -61,7 +61,7 @@ def main() -> None:
     card = {
         "name": a.name, "sha256": sha256(out), "config": config_to_dict(model.config),
         "parameters": model.n_parameters(), "stored_dtype": a.dtype,
-        "data": {"train": f"{test.source.split(' [')[0]} {TRAIN_DATA[dataset]}",
+        "data": {"train": f"{Path(test.source.split(' [')[0]).name} {TRAIN_DATA[dataset]}",
                  "test": f"{f'all {len(test):,}' if whole else f'a fixed-seed random subset of {a.images}'} "
                          "test images"},
         "updates": int(meta["step"]), "batch_size": model.config.batch_size,
