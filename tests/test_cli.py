@@ -122,6 +122,7 @@ def cli(tmp_path_factory):
         ("eval", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--json", p["json"], "--threads", "1"]),
         *[(f"eval_resumable_{i}", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--threads", "1",
                                    "--resume-file", p["progress"]]) for i in (1, 2)],
+        ("eval_pretrained", ["eval", "--pretrained", "mnist_nondoubling_small", "--k", "2", "--threads", "1"]),
         ("eval_resume_other_k", ["eval", "--checkpoint", ck, "--k", "5", "--images", "8", "--threads", "1",
                                  "--resume-file", p["progress"]]),
         ("sample", ["sample", "--checkpoint", ck, "--n", "4", "--out", p["png"]]),
@@ -274,6 +275,14 @@ def test_eval_with_a_resume_file_continues_and_refuses_another_evaluation(cli):
     assert line == [x for x in cli["r"]["eval"]["stdout"].splitlines() if "log p(x)" in x]
     assert Path(cli["progress"]).exists()
     assert_error(cli["r"]["eval_resume_other_k"], "eval_progress.safetensors", "differs in: k", alone=False)
+
+
+def test_eval_of_a_pretrained_model_prints_its_card_figure(cli):
+    r = cli["r"]["eval_pretrained"]
+    assert r["rc"] == 0, r["stderr"]
+    assert "16 test images" in r["stdout"]             # the card's 100 images exceed the tiny test split
+    assert re.search(r"model card of mnist_nondoubling_small: -[\d.]+ nats .*k=128, 100 test images",
+                     r["stdout"]), r["stdout"]
 
 
 def test_celeba_is_read_lazily(cli):

@@ -337,6 +337,14 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _card_bound(name: str | None) -> dict | None:
+    """The test figure in a shipped model's card (None without --pretrained or without a figure)."""
+    if not name:
+        return None
+    from . import pretrained
+    return pretrained.card(name).get("test_bound")
+
+
 def cmd_eval(args) -> int:
     from .data import random_indices
     from .evaluate import evaluate_bound
@@ -347,6 +355,11 @@ def cmd_eval(args) -> int:
     images, source = _load_split(config, "test", args.data_dir)
     _check_images_fit(images, config, "test")
     n = len(images)
+    card = _card_bound(args.pretrained)
+    if args.images is None and card and card["n_images"] < n:
+        args.images = card["n_images"]             # reproduce the card: its fixed-seed subset of the test set
+        log.info("--images not given: the model card's %d test images (--images %d for all of them)",
+                 args.images, n)
     if args.images is not None:
         if not 1 <= args.images <= n:
             raise CLIError(f"--images {args.images}: the test split has {n} images")
@@ -366,6 +379,9 @@ def cmd_eval(args) -> int:
         raise
     print(f"{config.name}: log p(x) >= {result.nats:.2f} nats ({result.bpd:.4f} bits/dim), "
           f"+- {result.stderr:.2f} nats (stderr), k={result.k}, {result.n_images} test images")
+    if card:
+        print(f"model card of {args.pretrained}: {card['nats']:.2f} nats ({card['bpd']:.4f} bits/dim), "
+              f"k={card['k']}, {card['n_images']} test images")
     if args.json:
         record = {**result.as_dict(), "model": config.name, "dataset": config.dataset, "data": source,
                   "checkpoint": args.checkpoint, "pretrained": args.pretrained, "seed": args.seed}
@@ -528,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p, untrained=False)
     p.add_argument("--k", type=int, default=128, help="importance samples per image (default: 128)")
     p.add_argument("--images", type=int, default=None, metavar="N",
-                   help="a random subset (fixed by --seed) of N test images (default: all)")
+                   help="a random subset (fixed by --seed) of N test images (default: all; with --pretrained, "
+                        "the images of the model card, so that the command reproduces its figure)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images evaluated at a time (default: 8)")
     p.add_argument("--data-dir", metavar="DIR", default=None, help="folder holding the data set")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON")
