@@ -11,6 +11,9 @@ $PY benchmarks/benchmark.py --quick --bf16 --force-bf16 --json "$R/quick.json" -
 # 2. the MNIST CPU presets at their batch sizes, on one and two threads (see README: the machine is shared)
 $PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu,mnist_baseline_cpu \
     --threads 1,2 --checkpointing --bf16 --iwae-sweep --json "$R/cpu_presets.json" --txt "$R/cpu_presets.txt"
+# 2b. checkpointing rows of the NCA presets again (memory measured in its own pass, without the FLOP counter)
+$PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu --threads 1 --checkpointing \
+    --no-reference --repeats 3 --json "$R/cpu_presets_ckpt.json" --txt "$R/cpu_presets_ckpt.txt"
 # 3. the paper's MNIST model: one instrumented and one timed update, package and NCHW reference
 $PY benchmarks/benchmark.py --presets mnist_doubling --threads 1 --paper-reference \
     --json "$R/paper_mnist_doubling.json" \
