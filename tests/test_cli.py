@@ -122,6 +122,8 @@ def cli(tmp_path_factory):
         ("eval", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--json", p["json"], "--threads", "1"]),
         *[(f"eval_resumable_{i}", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--threads", "1",
                                    "--resume-file", p["progress"]]) for i in (1, 2)],
+        ("eval_all_by_number", ["eval", "--checkpoint", ck, "--k", "4", "--images", "16", "--threads", "1"]),
+        ("eval_all", ["eval", "--checkpoint", ck, "--k", "4", "--threads", "1"]),
         ("eval_pretrained", ["eval", "--pretrained", "mnist_nondoubling_small", "--k", "2", "--threads", "1"]),
         ("eval_resume_other_k", ["eval", "--checkpoint", ck, "--k", "5", "--images", "8", "--threads", "1",
                                  "--resume-file", p["progress"]]),
@@ -275,6 +277,14 @@ def test_eval_with_a_resume_file_continues_and_refuses_another_evaluation(cli):
     assert line == [x for x in cli["r"]["eval"]["stdout"].splitlines() if "log p(x)" in x]
     assert Path(cli["progress"]).exists()
     assert_error(cli["r"]["eval_resume_other_k"], "eval_progress.safetensors", "differs in: k", alone=False)
+
+
+def test_eval_images_equal_to_the_split_means_the_whole_split_in_order(cli):
+    a, b = cli["r"]["eval_all_by_number"], cli["r"]["eval_all"]
+    assert a["rc"] == 0 and b["rc"] == 0, a["stderr"] + b["stderr"]
+    line = lambda r: [x for x in r["stdout"].splitlines() if "log p(x)" in x]  # noqa: E731
+    assert line(a) and line(a) == line(b) and "16 test images" in line(a)[0]
+    assert "random subset" not in a["stderr"]
 
 
 def test_eval_of_a_pretrained_model_prints_its_card_figure(cli):

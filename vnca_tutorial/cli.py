@@ -360,14 +360,14 @@ def cmd_eval(args) -> int:
         args.images = card["n_images"]             # reproduce the card: its fixed-seed subset of the test set
         log.info("--images not given: the model card's %d test images (--images %d for all of them)",
                  args.images, n)
-    if args.images is not None:
-        if not 1 <= args.images <= n:
-            raise CLIError(f"--images {args.images}: the test split has {n} images")
+    if args.images is not None and not 1 <= args.images <= n:
+        raise CLIError(f"--images {args.images}: the test split has {n} images")
+    if args.images is not None and args.images < n:
         # a random subset, never the head (the MNIST test split is sorted by label); the same images as
         # data.subset, so `--images N` reproduces a model card measured on a subset of N
         images = images[torch.from_numpy(random_indices(n, args.images, args.seed))]
         source += f", random subset of {args.images} (seed {args.seed})"
-    elif not isinstance(images, torch.Tensor):
+    elif not isinstance(images, torch.Tensor):            # all of them, in order (as --images N for N = all)
         images = images[range(n)]
     log.info("IWAE bound, k=%d, on %d %s test images (%s)", args.k, len(images), config.dataset, source)
     try:
