@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from vnca_tutorial.checkpoint import atomic_write, config_to_dict, load_model, read_metadata, save_checkpoint
-from vnca_tutorial.data import load_binarized_mnist, load_noto_emoji, subset
+from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_bound
 from vnca_tutorial.pretrained import HERE, sha256
 
@@ -51,7 +51,7 @@ def main() -> None:
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     dataset = model.config.dataset
-    test = load_noto_emoji("test") if dataset == "noto_emoji" else load_binarized_mnist("test")
+    test = load_dataset(dataset, "test")
     whole = a.images >= len(test)
     images = test.images if whole else subset(test, a.images, seed=0).images
     start = time.time()

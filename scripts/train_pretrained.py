@@ -13,7 +13,7 @@ import logging
 import torch
 
 from vnca_tutorial.config import get_preset
-from vnca_tutorial.data import ImageData, load_binarized_mnist, load_noto_emoji
+from vnca_tutorial.data import load_dataset
 from vnca_tutorial.train import TrainSettings, train
 
 # The shipped models: sized to train on two CPU cores in a few hours (see each model card).
@@ -33,13 +33,6 @@ SHIPPED = {
 }
 
 
-def training_data(name: str) -> tuple[ImageData, ImageData]:
-    """(train, validation) data of a shipped model: MNIST train+valid as the paper, or the emoji 80/20 split."""
-    if SHIPPED[name].dataset == "noto_emoji":
-        return load_noto_emoji("train"), load_noto_emoji("test")
-    return load_binarized_mnist("trainval"), load_binarized_mnist("test")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=sorted(SHIPPED))
@@ -49,9 +42,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     if a.threads:
         torch.set_num_threads(a.threads)
-    data, val = training_data(a.name)
+    dataset = SHIPPED[a.name].dataset
+    mnist = dataset == "binarized_mnist"
+    data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper
+    val = load_dataset(dataset, "test")
     settings = TrainSettings(run_dir=f"runs/pretrained/{a.name}", checkpoint_every=50, eval_every=1000,
-                             eval_images=512 if SHIPPED[a.name].dataset != "noto_emoji" else 64, resume=True, progress=False, max_minutes=a.minutes)
+                             eval_images=512 if mnist else 64, resume=True, progress=False,
+                             max_minutes=a.minutes)
     train(SHIPPED[a.name], data.images, settings, val_images=val.images)
 
 

@@ -347,7 +347,7 @@ def _card_bound(name: str | None) -> dict | None:
 
 def cmd_eval(args) -> int:
     from .data import random_indices
-    from .evaluate import evaluate_bound
+    from .evaluate import ResumeFileMismatch, evaluate_bound
     model = _model(args, allow_untrained=False)
     config = model.config
     if args.k < 1 or args.batch_size < 1:
@@ -373,10 +373,8 @@ def cmd_eval(args) -> int:
     try:
         result = evaluate_bound(model, images, k=args.k, batch_size=args.batch_size, seed=args.seed,
                                 progress=not args.quiet, resume_file=args.resume_file)
-    except ValueError as e:
-        if args.resume_file and str(args.resume_file) in str(e):
-            raise CLIError(str(e)) from None
-        raise
+    except ResumeFileMismatch as e:
+        raise CLIError(str(e)) from None
     print(f"{config.name}: log p(x) >= {result.nats:.2f} nats ({result.bpd:.4f} bits/dim), "
           f"+- {result.stderr:.2f} nats (stderr), k={result.k}, {result.n_images} test images")
     if card:

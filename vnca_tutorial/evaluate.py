@@ -31,6 +31,10 @@ class BoundResult:
         return asdict(self)
 
 
+class ResumeFileMismatch(ValueError):
+    """A resume file written by another evaluation (other model, images or settings)."""
+
+
 @torch.inference_mode()
 def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
                    seed: int = 0, progress: bool = False, resume_file: str | os.PathLike | None = None,
@@ -47,10 +51,12 @@ def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chu
     model.eval()
     generator = torch.Generator(device=model.device).manual_seed(seed)
     batches = images.split(batch_size)
-    settings = {"k": k, "batch_size": batch_size, "chunk": chunk, "seed": seed, "n_images": len(images),
-                "decode_kwargs": repr(sorted(decode_kwargs.items())), "images": _fingerprint([images]),
-                "model": _fingerprint(model.state_dict().values())}
-    values = _resume(resume_file, settings, generator) if resume_file else []
+    settings, values = None, []
+    if resume_file:      # what the file must have been written for (hashing is skipped without a file)
+        settings = {"k": k, "batch_size": batch_size, "chunk": chunk, "seed": seed, "n_images": len(images),
+                    "decode_kwargs": repr(sorted(decode_kwargs.items())), "images": _fingerprint([images]),
+                    "model": _fingerprint(model.state_dict().values())}
+        values = _resume(resume_file, settings, generator)
     last_save = time.monotonic()
     for i in tqdm(range(len(values), len(batches)), disable=not progress, desc=f"IWAE k={k}",
                   initial=len(values), total=len(batches)):
@@ -93,7 +99,7 @@ def _resume(path, settings: dict, generator: torch.Generator) -> list[Tensor]:
         stored = json.loads((f.metadata() or {}).get("settings", "{}"))
         if stored != settings:
             differ = sorted(key for key in settings if stored.get(key) != settings[key])
-            raise ValueError(f"{path} holds a different evaluation (it differs in: {', '.join(differ)}); "
+            raise ResumeFileMismatch(f"{path} holds a different evaluation (it differs in: {', '.join(differ)}); "
                              "delete it or give another resume file")
         log_px, done = f.get_tensor("log_px"), int(f.get_tensor("batches_done"))
         generator.set_state(f.get_tensor("generator"))
