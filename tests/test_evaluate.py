@@ -60,3 +60,23 @@ def test_a_resume_file_of_another_evaluation_is_refused(tmp_path):
         next(other.parameters()).add_(1.0)
     with pytest.raises(ValueError, match=r"differs in: model"):
         evaluate_bound(other, x, k=5, batch_size=2, resume_file=file)
+
+
+def test_a_shard_gives_exactly_its_part_of_the_whole_evaluation():
+    """Batch i draws from batch_generator(seed, i): shards started at their first batch reproduce the whole."""
+    from vnca_tutorial.evaluate import evaluate_log_px
+    model, x = _model(), _images(7)
+    whole = evaluate_log_px(model, x, k=5, batch_size=2, seed=3)                        # (7,)
+    parts = [evaluate_log_px(model, x[:4], k=5, batch_size=2, seed=3, first_batch=0),
+             evaluate_log_px(model, x[4:], k=5, batch_size=2, seed=3, first_batch=2)]
+    assert torch.equal(torch.cat(parts), whole)
+    unaligned = evaluate_log_px(model, x[4:], k=5, batch_size=2, seed=3)               # batch 0's noise
+    assert not torch.equal(unaligned, whole[4:])
+    assert not torch.equal(evaluate_log_px(model, x, k=5, batch_size=2, seed=4), whole)
+
+
+def test_batch_streams_differ_between_batches_and_seeds():
+    from vnca_tutorial.evaluate import batch_generator
+    draws = {(s, b): torch.randn(4, generator=batch_generator(s, b)) for s in (0, 1) for b in (0, 1)}
+    assert len({tuple(v.tolist()) for v in draws.values()}) == 4
+    assert torch.equal(torch.randn(4, generator=batch_generator(1, 0)), draws[1, 0])

@@ -130,3 +130,25 @@ def test_the_benchmark_reproduces_a_card_figure(tmp_path, monkeypatch):
     other = pretrained_figures.remeasure("tiny", images=2)
     assert not other["same_images"] and other["measured"]["n_images"] == 2
     assert path.exists()
+
+
+def _readme_rows() -> dict[str, list[str]]:
+    """The README's table of shipped models: name -> its cells."""
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line.strip("|").split("|") for line in readme.splitlines() if line.startswith("| `")]
+    return {cells[0].strip().strip("`"): [c.strip() for c in cells] for cells in rows}
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_the_readme_table_states_each_card(name):
+    """The README quotes the cards' figures: they must stay what the cards say."""
+    rows = _readme_rows()
+    assert name in rows, f"README.md's table of pretrained models lacks {name}"
+    card, cells = pretrained.card(name), rows[name]
+    bound, n = card["test_bound"], card["test_bound"]["n_images"]
+    assert cells[2] == f"{card['updates']:,}"
+    figure = (f"{bound['bpd']:.2f} bits/dim" if card["config"]["likelihood"] != "bernoulli"
+              else f"{bound['nats']:.2f} nats")
+    assert cells[3].startswith(figure + " ("), (cells[3], figure)
+    assert f"{n:,}" in cells[3] and (("all" in cells[3]) == card["data"]["test"].startswith("all"))

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,47 +31,74 @@ class BoundResult:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_log_px(cls, log_px: Tensor, n_dims: int, k: int) -> "BoundResult":
+        """Summary of per-image bounds ``log_px`` (N,) of images with ``n_dims`` dimensions each."""
+        log_px = log_px.double()
+        mean = log_px.mean().item()
+        stderr = (log_px.std().item() / len(log_px) ** 0.5) if len(log_px) > 1 else float("nan")
+        return cls(nats=mean, bpd=float(bits_per_dim(mean, n_dims)), k=k, n_images=len(log_px), stderr=stderr)
+
 
 class ResumeFileMismatch(ValueError):
     """A resume file written by another evaluation (other model, images or settings)."""
 
 
-@torch.inference_mode()
-def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
-                   seed: int = 0, progress: bool = False, resume_file: str | os.PathLike | None = None,
-                   save_every_s: float = 60.0, **decode_kwargs) -> BoundResult:
-    """IWAE bound with ``k`` samples for every image; deterministic under ``seed``; memory-bounded
-    by evaluating ``batch_size`` images and ``chunk`` samples at a time.
+def batch_generator(seed: int, batch: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """The random numbers of batch number ``batch`` of an evaluation with ``seed``.
 
+    Each batch has its own stream, derived from (seed, batch) by numpy's SeedSequence, so an evaluation
+    that is interrupted and resumed, or split into shards run in parallel, draws exactly the noise of an
+    uninterrupted run, and gives the same figure.
+    """
+    state = np.random.SeedSequence([seed, batch]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state))
+
+
+@torch.inference_mode()
+def evaluate_log_px(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
+                    seed: int = 0, progress: bool = False, resume_file: str | os.PathLike | None = None,
+                    save_every_s: float = 60.0, first_batch: int = 0, **decode_kwargs) -> Tensor:
+    """The IWAE bound with ``k`` samples of every image, in nats, (N,); deterministic under ``seed``;
+    memory-bounded by evaluating ``batch_size`` images and ``chunk`` samples at a time.
+
+    Batch i draws its noise from ``batch_generator(seed, first_batch + i)``: a shard of a larger
+    evaluation that starts at its batch ``first_batch`` gives exactly that evaluation's values.
     ``resume_file`` (a .safetensors path) makes a long evaluation resumable: every ``save_every_s``
-    seconds and at the end it stores the per-image bounds so far and the random-number state, atomically;
-    called again with the same file, model, images and settings, it continues where it stopped and gives
-    the same result as an uninterrupted run. A file from another evaluation is refused.
+    seconds and at the end it stores the per-image bounds so far, atomically; called again with the same
+    file, model, images and settings, it continues where it stopped and gives the same values as an
+    uninterrupted run. A file from another evaluation is refused.
     """
     from tqdm.auto import tqdm
     model.eval()
-    generator = torch.Generator(device=model.device).manual_seed(seed)
     batches = images.split(batch_size)
     settings, values = None, []
     if resume_file:      # what the file must have been written for (hashing is skipped without a file)
         settings = {"k": k, "batch_size": batch_size, "chunk": chunk, "seed": seed, "n_images": len(images),
-                    "decode_kwargs": repr(sorted(decode_kwargs.items())), "images": _fingerprint([images]),
-                    "model": _fingerprint(model.state_dict().values())}
-        values = _resume(resume_file, settings, generator)
+                    "first_batch": first_batch, "decode_kwargs": repr(sorted(decode_kwargs.items())),
+                    "images": _fingerprint([images]), "model": _fingerprint(model.state_dict().values())}
+        values = _resume(resume_file, settings)
     last_save = time.monotonic()
     for i in tqdm(range(len(values), len(batches)), disable=not progress, desc=f"IWAE k={k}",
                   initial=len(values), total=len(batches)):
         x = batches[i].to(model.device, torch.float32)
+        generator = batch_generator(seed, first_batch + i, model.device)
         values.append(model.iwae(x, k=k, chunk=chunk, generator=generator, **decode_kwargs).cpu())
         if resume_file and (time.monotonic() - last_save > save_every_s or i == len(batches) - 1):
-            _save_progress(resume_file, settings, values, generator)
+            _save_progress(resume_file, settings, values)
             last_save = time.monotonic()
-    log_px = torch.cat(values).double()                               # (N,)
-    n_dims = int(torch.tensor(images.shape[1:]).prod())
-    mean = log_px.mean().item()
-    stderr = (log_px.std().item() / len(log_px) ** 0.5) if len(log_px) > 1 else float("nan")
-    return BoundResult(nats=mean, bpd=float(bits_per_dim(mean, n_dims)), k=k, n_images=len(log_px),
-                       stderr=stderr)
+    return torch.cat(values) if values else torch.empty(0)
+
+
+def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
+                   seed: int = 0, progress: bool = False, resume_file: str | os.PathLike | None = None,
+                   save_every_s: float = 60.0, **decode_kwargs) -> BoundResult:
+    """Mean IWAE bound with ``k`` samples over ``images`` (N, C, H, W), with its standard error:
+    ``evaluate_log_px`` summarised (the paper's test figure with k = 128 on the whole test set)."""
+    log_px = evaluate_log_px(model, images, k=k, batch_size=batch_size, chunk=chunk, seed=seed,
+                             progress=progress, resume_file=resume_file, save_every_s=save_every_s,
+                             **decode_kwargs)                                  # (N,)
+    return BoundResult.from_log_px(log_px, n_dims=int(torch.tensor(images.shape[1:]).prod()), k=k)
 
 
 def _fingerprint(tensors) -> str:
@@ -81,16 +109,15 @@ def _fingerprint(tensors) -> str:
     return h.hexdigest()
 
 
-def _save_progress(path, settings: dict, values: list[Tensor], generator: torch.Generator) -> None:
+def _save_progress(path, settings: dict, values: list[Tensor]) -> None:
     from safetensors.torch import save_file
     from .checkpoint import atomic_write
-    tensors = {"log_px": torch.cat(values).float(), "batches_done": torch.tensor([len(values)]),
-               "generator": generator.get_state()}
+    tensors = {"log_px": torch.cat(values).float(), "batches_done": torch.tensor([len(values)])}
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"settings": json.dumps(settings)}))
 
 
-def _resume(path, settings: dict, generator: torch.Generator) -> list[Tensor]:
-    """The per-batch bounds stored in ``path`` (none if it does not exist); restores the generator."""
+def _resume(path, settings: dict) -> list[Tensor]:
+    """The per-batch bounds stored in ``path`` (none if it does not exist)."""
     from safetensors import safe_open
     path = Path(path)
     if not path.exists():
@@ -102,6 +129,5 @@ def _resume(path, settings: dict, generator: torch.Generator) -> list[Tensor]:
             raise ResumeFileMismatch(f"{path} holds a different evaluation (it differs in: {', '.join(differ)}); "
                              "delete it or give another resume file")
         log_px, done = f.get_tensor("log_px"), int(f.get_tensor("batches_done"))
-        generator.set_state(f.get_tensor("generator"))
     batch_size = settings["batch_size"]
     return list(log_px.split(batch_size))[:done]

@@ -1,0 +1,156 @@
+"""The whole-test-set figure of a shipped model's card, measured in shards that survive any interruption.
+
+    python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --shard 0 1 2   # some shards
+    python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --status         # what is done
+    python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --card           # all done: card
+    python scripts/evaluate_pretrained.py mnist_nondoubling_small --subset 100   # until then: a subset
+
+The importance-weighted bound with k = 128 on all 10,000 MNIST test images takes hours on a CPU (2.7 s per
+image for mnist_doubling_small on one core here). This script splits the test set, in order, into
+``--shards`` runs of whole batches and evaluates the shipped file (sha256 checked) shard by shard. Each shard
+writes its per-image bounds to ``benchmarks/results/pretrained_eval/NAME/`` (small JSON files, meant to be
+committed, so the work survives a change of machine); a shard that is interrupted resumes from its progress
+file in ``runs/``. Shards are independent, so two processes (one torch thread each) can run different
+shards side by side. Because batch i of an evaluation draws its noise from ``batch_generator(seed, i)``, the
+shards together give exactly the figure of one uninterrupted ``vnca eval --pretrained NAME --images N``
+(same k, batch size and seed), which is what ``--card`` writes into the model card.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from vnca_tutorial import pretrained
+from vnca_tutorial.checkpoint import atomic_write
+from vnca_tutorial.data import load_dataset
+from vnca_tutorial.evaluate import BoundResult, evaluate_log_px
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pretrained_eval"
+PROGRESS = Path("runs") / "pretrained_eval"
+
+
+def shard_batches(n_batches: int, shards: int, i: int) -> range:
+    """The batches of shard ``i`` out of ``shards``: consecutive, as equal in number as possible."""
+    return range(i * n_batches // shards, (i + 1) * n_batches // shards)
+
+
+def shard_file(name: str, k: int, shards: int, i: int, results: Path = RESULTS) -> Path:
+    return results / name / f"k{k}_shard{i:02d}_of{shards:02d}.json"
+
+
+def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int = 8, seed: int = 0,
+                   results: Path = RESULTS, progress_dir: Path = PROGRESS, progress: bool = True) -> dict:
+    """Evaluate shard ``i`` of the test set with the shipped model ``name``; write and return its record."""
+    model = pretrained.load(name)
+    test = load_dataset(model.config.dataset, "test")
+    images = test.images                                             # the whole split, in order
+    batches = shard_batches(-(-len(images) // batch_size), shards, i)
+    lo, hi = batches.start * batch_size, min(batches.stop * batch_size, len(images))
+    resume = progress_dir / name / f"k{k}_shard{i:02d}_of{shards:02d}.safetensors"
+    resume.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    log_px = evaluate_log_px(model, images[lo:hi], k=k, batch_size=batch_size, seed=seed, progress=progress,
+                             resume_file=resume, first_batch=batches.start)      # (hi - lo,)
+    record = {"name": name, "sha256": pretrained.card(name)["sha256"], "k": k, "batch_size": batch_size,
+              "seed": seed, "shard": i, "shards": shards, "images": [lo, hi], "n_test": len(images),
+              "test_data": test.source, "seconds": round(time.time() - start, 1),
+              "hardware": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)",
+              "log_px": [round(v, 5) for v in log_px.tolist()]}
+    out = shard_file(name, k, shards, i, results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(record) + "\n"))
+    return record
+
+
+def finished_shards(name: str, k: int, shards: int, results: Path = RESULTS) -> list[dict]:
+    """The records of the shards done so far for the shipped file of ``name`` (others are ignored)."""
+    sha = pretrained.card(name)["sha256"]
+    records = [json.loads(p.read_text()) for i in range(shards)
+               if (p := shard_file(name, k, shards, i, results)).exists()]
+    return [r for r in records if r["sha256"] == sha]
+
+
+def combine(name: str, k: int, shards: int, results: Path = RESULTS) -> tuple[BoundResult, float]:
+    """The bound over the whole test set from all shards, and the seconds they took together."""
+    records = sorted(finished_shards(name, k, shards, results), key=lambda r: r["shard"])
+    missing = sorted(set(range(shards)) - {r["shard"] for r in records})
+    if missing:
+        raise SystemExit(f"{name}: shards {missing} of {shards} are not done yet; evaluate them with "
+                         f"--shard {' '.join(map(str, missing))}")
+    log_px = torch.tensor([v for r in records for v in r["log_px"]], dtype=torch.float64)  # (N,)
+    if len(log_px) != records[0]["n_test"]:
+        raise SystemExit(f"{name}: the shards hold {len(log_px)} images, the test set {records[0]['n_test']}")
+    model_config = pretrained.card(name)["config"]
+    n_dims = model_config["image_channels"] * model_config["image_size"] ** 2
+    return BoundResult.from_log_px(log_px, n_dims, k), sum(r["seconds"] for r in records)
+
+
+def write_card(name: str, k: int, shards: int, results: Path = RESULTS) -> dict:
+    """Put the whole-test-set bound into the model card (the weights, and so the sha256, stay as they are)."""
+    result, seconds = combine(name, k, shards, results)
+    card = pretrained.card(name)
+    card["test_bound"] = {**result.as_dict(), "evaluation_seconds": round(seconds, 1)}
+    card.setdefault("data", {})["test"] = f"all {result.n_images:,} test images"
+    path = pretrained.HERE / f"{name}.json"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    return card
+
+
+def write_subset_card(name: str, n: int, k: int = 128, progress_dir: Path = PROGRESS) -> dict:
+    """Measure the card's figure on the fixed-seed random subset of ``n`` test images (as `vnca eval
+    --pretrained NAME --images n` does) and put it into the card: for models whose whole test set is not
+    evaluated yet."""
+    from vnca_tutorial.data import subset
+    from vnca_tutorial.evaluate import evaluate_bound
+    model = pretrained.load(name)
+    images = subset(load_dataset(model.config.dataset, "test"), n, seed=0).images
+    resume = progress_dir / name / f"k{k}_subset{n}.safetensors"
+    resume.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    result = evaluate_bound(model, images, k=k, progress=True, resume_file=resume)
+    card = pretrained.card(name)
+    card["test_bound"] = {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)}
+    card.setdefault("data", {})["test"] = f"a fixed-seed random subset of {n} test images"
+    atomic_write(pretrained.HERE / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    return card
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=pretrained.names())
+    p.add_argument("--shards", type=int, default=1, help="how many parts the test set is split into")
+    p.add_argument("--shard", type=int, nargs="*", default=[], help="evaluate these shards (0-based)")
+    p.add_argument("--status", action="store_true", help="list the shards done so far")
+    p.add_argument("--card", action="store_true", help="all shards done: write the figure into the card")
+    p.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="instead: measure the fixed-seed random subset of N test images into the card")
+    p.add_argument("--k", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if any(not 0 <= i < a.shards for i in a.shard):
+        p.error(f"--shard takes numbers from 0 to {a.shards - 1}")
+    for i in a.shard:
+        r = evaluate_shard(a.name, i, a.shards, k=a.k)
+        mean = sum(r["log_px"]) / len(r["log_px"])
+        print(f"{a.name} shard {i}/{a.shards}: images {r['images'][0]}-{r['images'][1] - 1}, "
+              f"mean {mean:.2f} nats, {r['seconds']:.0f} s", flush=True)
+    if a.status:
+        done = finished_shards(a.name, a.k, a.shards)
+        n = sum(len(r["log_px"]) for r in done)
+        print(f"{a.name}: {len(done)} of {a.shards} shards done ({n} images, "
+              f"{sum(r['seconds'] for r in done) / 3600:.2f} CPU-hours); missing: "
+              f"{sorted(set(range(a.shards)) - {r['shard'] for r in done})}")
+    if a.card:
+        print(json.dumps(write_card(a.name, a.k, a.shards)["test_bound"], indent=2))
+    if a.subset:
+        print(json.dumps(write_subset_card(a.name, a.subset, a.k)["test_bound"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
