@@ -44,15 +44,16 @@ class ResumeFileMismatch(ValueError):
     """A resume file written by another evaluation (other model, images or settings)."""
 
 
-def batch_generator(seed: int, batch: int, device: str | torch.device = "cpu") -> torch.Generator:
+def batch_generator(seed: int, batch: int) -> torch.Generator:
     """The random numbers of batch number ``batch`` of an evaluation with ``seed``.
 
     Each batch has its own stream, derived from (seed, batch) by numpy's SeedSequence, so an evaluation
     that is interrupted and resumed, or split into shards run in parallel, draws exactly the noise of an
-    uninterrupted run, and gives the same figure.
+    uninterrupted run, and gives the same figure. The stream is on the CPU whatever device the model is
+    on, so a GPU draws the same noise (and gives the figure up to float round-off).
     """
     state = np.random.SeedSequence([seed, batch]).generate_state(1, np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state))
+    return torch.Generator().manual_seed(int(state))
 
 
 @torch.inference_mode()
@@ -82,7 +83,7 @@ def evaluate_log_px(model, images: Tensor, k: int = 128, batch_size: int = 8, ch
     for i in tqdm(range(len(values), len(batches)), disable=not progress, desc=f"IWAE k={k}",
                   initial=len(values), total=len(batches)):
         x = batches[i].to(model.device, torch.float32)
-        generator = batch_generator(seed, first_batch + i, model.device)
+        generator = batch_generator(seed, first_batch + i)               # on the CPU, for any device
         values.append(model.iwae(x, k=k, chunk=chunk, generator=generator, **decode_kwargs).cpu())
         if resume_file and (time.monotonic() - last_save > save_every_s or i == len(batches) - 1):
             _save_progress(resume_file, settings, values)

@@ -96,11 +96,14 @@ class VAE(nn.Module):
         """Importance-weighted bound on log p(x) in nats, per example (B,), with k samples.
 
         The k samples are drawn at once (so chunked and unchunked evaluation see the same z) and
-        decoded ``chunk`` at a time, which keeps memory bounded for k = 128.
+        decoded ``chunk`` at a time, which keeps memory bounded for k = 128. The noise is drawn where
+        ``generator`` lives, so a CPU generator gives a GPU evaluation the same z as a CPU one.
         """
         q = self.q_z_given_x(x)
         loc = q.base_dist.loc                                      # (B, Z)
-        eps = torch.randn((k, *loc.shape), generator=generator, device=loc.device)  # (k, B, Z)
+        noise_device = generator.device if generator is not None else loc.device
+        eps = torch.randn((k, *loc.shape), generator=generator, device=noise_device)  # (k, B, Z)
+        eps = eps.to(loc.device)
         chunk = chunk or max(1, 64 // loc.shape[0])
         log_w = [self.log_weights(x, e, q, **decode_kwargs) for e in eps.split(split_sizes(k, chunk))]
         return log_mean_exp(torch.cat(log_w, dim=0), dim=0)       # (B,)
