@@ -52,7 +52,7 @@ def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int
     images = test.images                                             # the whole split, in order
     batches = shard_batches(-(-len(images) // batch_size), shards, i)
     lo, hi = batches.start * batch_size, min(batches.stop * batch_size, len(images))
-    resume = progress_dir / name / f"k{k}_shard{i:02d}_of{shards:02d}.safetensors"
+    resume = shard_file(name, k, shards, i, progress_dir).with_suffix(".safetensors")
     resume.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     log_px = evaluate_log_px(model, images[lo:hi], k=k, batch_size=batch_size, seed=seed, progress=progress,
@@ -98,8 +98,7 @@ def write_card(name: str, k: int, shards: int, results: Path = RESULTS) -> dict:
     card = pretrained.card(name)
     card["test_bound"] = {**result.as_dict(), "evaluation_seconds": round(seconds, 1)}
     card.setdefault("data", {})["test"] = f"all {result.n_images:,} test images"
-    path = pretrained.HERE / f"{name}.json"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    pretrained.save_card(name, card)
     return card
 
 
@@ -118,7 +117,7 @@ def write_subset_card(name: str, n: int, k: int = 128, progress_dir: Path = PROG
     card = pretrained.card(name)
     card["test_bound"] = {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)}
     card.setdefault("data", {})["test"] = f"a fixed-seed random subset of {n} test images"
-    atomic_write(pretrained.HERE / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    pretrained.save_card(name, card)
     return card
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from vnca_tutorial.checkpoint import atomic_write, config_to_dict, load_model, read_metadata, save_checkpoint
+from vnca_tutorial.checkpoint import config_to_dict, load_model, read_metadata, save_checkpoint
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_bound
-from vnca_tutorial.pretrained import HERE, sha256
+from vnca_tutorial.pretrained import HERE, save_card, sha256
 
 # The paper's test figures for the same model family (nats for MNIST, bits/dim for emoji).
 PAPER = {"mnist_doubling": {"nats": -84.23}, "mnist_nondoubling": {"nats": -90.97},
@@ -72,7 +72,7 @@ def main() -> None:
         "paper": PAPER.get(a.name.replace("_small", "")),
         "notes": a.notes,
     }
-    atomic_write(HERE / f"{a.name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    save_card(a.name, card)
     print(json.dumps(card["test_bound"], indent=2))
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load_model
+from ..checkpoint import CheckpointError, atomic_write, load_model
 
 HERE = Path(__file__).parent
 log = logging.getLogger("vnca_tutorial.pretrained")
@@ -36,6 +36,13 @@ def card(name: str) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"model card {path} is not valid JSON: {e}") from None
+
+
+def save_card(name: str, model_card: dict) -> Path:
+    """Write the model card of ``name`` atomically (for the maintainers' export and evaluation scripts)."""
+    path = HERE / f"{name}.json"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(model_card, indent=2)))
+    return path
 
 
 def sha256(path: Path) -> str:
