@@ -137,6 +137,9 @@ def test_paper_mnist_nondoubling():
     assert (c.min_steps, c.max_steps) == (32, 64)
     assert c.batch_size == 128
     assert (c.image_size, c.likelihood) == (32, "bernoulli")
+    # the reference code: stochastic cell updates with p = 0.5, gradient norm clipped at 1, Adam 1e-4
+    assert (c.p_update, c.grad_clip, c.lr) == (0.5, 1.0, 1e-4)
+    assert (c.pool_size, c.pool_fraction, c.damage_fraction, c.state_bound) == (1024, 0.5, 0.5, 0.0)
 
 
 def test_paper_celeba_doubling():
@@ -161,3 +164,12 @@ def test_paper_celeba_nondoubling():
     assert (c.image_size, c.image_channels, c.likelihood) == (32, 3, "dlogistic")
     assert (c.z_dim, c.hidden) == (128, 128)
     assert (c.min_steps, c.max_steps) == (64, 128)
+    assert (c.p_update, c.grad_clip) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("field,value", [("p_update", 0.0), ("p_update", 1.01), ("p_update", float("nan")),
+                                         ("state_bound", -1.0), ("state_bound", float("nan")),
+                                         ("pool_size", 3)])
+def test_nondoubling_refuses_bad_pool_and_update_settings(field, value):
+    with pytest.raises(ValueError, match=field):
+        get_preset("mnist_nondoubling_cpu", batch_size=4, **{field: value})

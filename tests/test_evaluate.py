@@ -80,3 +80,28 @@ def test_batch_streams_differ_between_batches_and_seeds():
     draws = {(s, b): torch.randn(4, generator=batch_generator(s, b)) for s in (0, 1) for b in (0, 1)}
     assert len({tuple(v.tolist()) for v in draws.values()}) == 4
     assert torch.equal(torch.randn(4, generator=batch_generator(1, 0)), draws[1, 0])
+
+
+def test_shards_of_a_stochastic_update_model_reproduce_the_whole_and_leave_the_global_rng_alone():
+    """With p_update < 1 the update masks come from the global generator: evaluate_log_px seeds it per
+    batch, so shards still give exactly the whole evaluation, and restores it afterwards."""
+    from vnca_tutorial.evaluate import evaluate_log_px
+    torch.manual_seed(0)
+    model = build_model(get_preset("mnist_nondoubling_cpu", image_size=8, z_dim=4, hidden=8, encoder_channels=2,
+                                   batch_size=4, min_steps=3, max_steps=4, p_update=0.5)).eval()
+    with torch.no_grad():
+        model.decoder.nca.update_net.out.weight.normal_(0, 0.3)    # masks must matter
+    x = _images(6)
+    torch.manual_seed(123)
+    whole = evaluate_log_px(model, x, k=5, batch_size=2, seed=3)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after)                        # the caller's stream is untouched
+    torch.manual_seed(999)                                          # whatever the caller's state
+    parts = [evaluate_log_px(model, x[:2], k=5, batch_size=2, seed=3),
+             evaluate_log_px(model, x[2:], k=5, batch_size=2, seed=3, first_batch=1)]
+    assert torch.equal(torch.cat(parts), whole)
+    deterministic = model.decoder.nca.p_update
+    model.decoder.nca.p_update = 1.0                                # the masks change the figure
+    assert not torch.equal(evaluate_log_px(model, x, k=5, batch_size=2, seed=3), whole)
+    model.decoder.nca.p_update = deterministic

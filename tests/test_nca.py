@@ -169,3 +169,83 @@ def test_checkpointing_gives_the_same_gradients():
         grads.append([x.grad] + [p.grad for p in nca.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --- stochastic cell updates (p_update) ----------------------------------------------------------
+def test_update_mask_has_the_rate_p_update_per_cell():
+    nca = NCA(channels=3, hidden=4, n_blocks=0, p_update=0.3)
+    torch.manual_seed(0)
+    mask = nca.update_mask(torch.zeros(50, 3, 20, 20))
+    assert mask.shape == (50, 1, 20, 20)                    # one draw per cell, shared by its channels
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    rate = mask.mean().item()                               # 20,000 draws: stderr 0.0032
+    assert abs(rate - 0.3) < 0.015
+    cells = mask.flatten(1)                                 # cells of one image are drawn independently
+    assert 0 < cells.sum(1).min() and cells.sum(1).max() < 400
+
+
+def test_update_mask_differs_from_step_to_step():
+    nca = NCA(channels=3, hidden=4, n_blocks=0, p_update=0.5)
+    torch.manual_seed(0)
+    state = torch.zeros(2, 3, 8, 8)
+    assert not torch.equal(nca.update_mask(state), nca.update_mask(state))
+
+
+def test_cells_that_do_not_fire_keep_their_state_exactly():
+    nca = NCA(channels=4, hidden=8, n_blocks=0, p_update=0.5)
+    randomise(nca)
+    state = torch.randn(3, 4, 10, 10)
+    torch.manual_seed(1)
+    new = nca.step(state)
+    torch.manual_seed(1)
+    mask = nca.update_mask(state)                           # the same draw as inside the step
+    full = state + nca.update_net(state)
+    fired = mask.bool().expand_as(state)
+    assert torch.equal(new[~fired], state[~fired])
+    assert torch.allclose(new[fired], full[fired], atol=1e-6)
+    assert 0 < fired.float().mean() < 1
+
+
+def test_p_update_one_is_the_deterministic_step():
+    nca = NCA(channels=4, hidden=8, n_blocks=1)
+    randomise(nca)
+    assert nca.p_update == 1.0 and nca.update_mask(torch.zeros(1, 4, 3, 3)) is None
+    state = torch.randn(2, 4, 6, 6)
+    torch.manual_seed(0)
+    a = nca.step(state)
+    torch.manual_seed(5)
+    b = nca.step(state)
+    assert torch.equal(a, b)
+    assert torch.allclose(a, state + nca.update_net(state), atol=1e-6)
+
+
+def test_p_update_zero_is_the_identity():
+    nca = NCA(channels=4, hidden=8, n_blocks=0, p_update=0.0)
+    randomise(nca)
+    state = torch.randn(2, 4, 6, 6)
+    assert torch.equal(nca.step(state), state)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_p_update_outside_zero_one_is_refused(p):
+    with pytest.raises(ValueError, match="p_update"):
+        NCA(channels=4, hidden=8, n_blocks=0, p_update=p)
+
+
+def test_checkpointed_stochastic_step_has_the_gradients_of_the_plain_one():
+    plain = NCA(channels=5, hidden=8, n_blocks=0, p_update=0.5)
+    randomise(plain)
+    ckpt = NCA(channels=5, hidden=8, n_blocks=0, p_update=0.5, checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    grads = []
+    for nca in (plain, ckpt):
+        torch.manual_seed(3)
+        state = torch.randn(2, 5, 6, 6, requires_grad=True)
+        out = state
+        for _ in range(4):
+            out = nca.step(out)
+        out.square().sum().backward()
+        grads.append((state.grad, [p.grad.clone() for p in nca.parameters()]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, b, atol=1e-5)

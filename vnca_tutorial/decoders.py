@@ -75,9 +75,9 @@ class NonDoublingDecoder(nn.Module):
     """z seeds every cell of the H x W grid; T NCA steps (T fixed, or drawn from [min, max])."""
 
     def __init__(self, z_dim: int, hidden: int, n_blocks: int, size: int, min_steps: int, max_steps: int,
-                 bf16: bool = False, checkpointing: bool = False) -> None:
+                 bf16: bool = False, checkpointing: bool = False, p_update: float = 1.0) -> None:
         super().__init__()
-        self.nca = NCA(z_dim, hidden, n_blocks, bf16=bf16, checkpointing=checkpointing)
+        self.nca = NCA(z_dim, hidden, n_blocks, bf16=bf16, checkpointing=checkpointing, p_update=p_update)
         self.size, self.min_steps, self.max_steps = size, min_steps, max_steps
 
     def seed(self, z: Tensor) -> Tensor:  # (B, Z) -> (B, Z, H, W)

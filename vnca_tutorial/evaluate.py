@@ -63,8 +63,10 @@ def evaluate_log_px(model, images: Tensor, k: int = 128, batch_size: int = 8, ch
     """The IWAE bound with ``k`` samples of every image, in nats, (N,); deterministic under ``seed``;
     memory-bounded by evaluating ``batch_size`` images and ``chunk`` samples at a time.
 
-    Batch i draws its noise from ``batch_generator(seed, first_batch + i)``: a shard of a larger
-    evaluation that starts at its batch ``first_batch`` gives exactly that evaluation's values.
+    Batch i draws its noise from ``batch_generator(seed, first_batch + i)`` (a model with stochastic cell
+    updates draws its update masks from the global generator, seeded from that stream and restored
+    afterwards): a shard of a larger evaluation that starts at its batch ``first_batch`` gives exactly
+    that evaluation's values.
     ``resume_file`` (a .safetensors path) makes a long evaluation resumable: every ``save_every_s``
     seconds and at the end it stores the per-image bounds so far, atomically; called again with the same
     file, model, images and settings, it continues where it stopped and gives the same values as an
@@ -84,11 +86,18 @@ def evaluate_log_px(model, images: Tensor, k: int = 128, batch_size: int = 8, ch
                   initial=len(values), total=len(batches)):
         x = batches[i].to(model.device, torch.float32)
         generator = batch_generator(seed, first_batch + i)               # on the CPU, for any device
-        values.append(model.iwae(x, k=k, chunk=chunk, generator=generator, **decode_kwargs).cpu())
+        with torch.random.fork_rng(devices=_rng_devices(model.device)):  # stochastic cell updates
+            torch.manual_seed(int(generator.initial_seed()) ^ 0x5EED)    # (p_update < 1) repeat too
+            values.append(model.iwae(x, k=k, chunk=chunk, generator=generator, **decode_kwargs).cpu())
         if resume_file and (time.monotonic() - last_save > save_every_s or i == len(batches) - 1):
             _save_progress(resume_file, settings, values)
             last_save = time.monotonic()
     return torch.cat(values) if values else torch.empty(0)
+
+
+def _rng_devices(device: torch.device) -> list:
+    """The accelerators whose random state `fork_rng` must save and restore (none on the CPU)."""
+    return [device] if device.type == "cuda" else []
 
 
 def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,

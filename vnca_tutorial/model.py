@@ -21,7 +21,7 @@ def make_decoder(config: DoublingConfig | NonDoublingConfig):
         return DoublingDecoder(c.z_dim, c.hidden, c.n_blocks, c.n_doublings, c.steps_per_stage,
                                bf16=c.bf16, checkpointing=c.checkpointing)
     return NonDoublingDecoder(c.z_dim, c.hidden, c.n_blocks, c.image_size, c.min_steps, c.max_steps,
-                              bf16=c.bf16, checkpointing=c.checkpointing)
+                              bf16=c.bf16, checkpointing=c.checkpointing, p_update=c.p_update)
 
 
 class VNCA(VAE):

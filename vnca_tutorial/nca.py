@@ -56,27 +56,44 @@ class UpdateNetwork(nn.Module):
 class NCA(nn.Module):
     """The cellular automaton: a learned update rule applied to every cell at once.
 
+    ``p_update < 1`` makes the updates stochastic, as in the paper's non-doubling code: on every step
+    each cell applies its update with probability ``p_update`` and keeps its state otherwise, so cells
+    cannot rely on a global clock (chapter 8). ``p_update = 1`` (the default) updates every cell.
     ``bf16=True`` runs u under bfloat16 autocast while the cell states accumulate in float32.
     ``checkpointing=True`` recomputes each step in the backward pass instead of storing it.
     """
 
     def __init__(self, channels: int, hidden: int, n_blocks: int, bf16: bool = False,
-                 checkpointing: bool = False) -> None:
+                 checkpointing: bool = False, p_update: float = 1.0) -> None:
         super().__init__()
+        if not 0.0 <= p_update <= 1.0:
+            raise ValueError(f"p_update is the probability that a cell updates on a step and must lie "
+                             f"in [0, 1], got {p_update}")
         self.update_net = UpdateNetwork(channels, hidden, n_blocks)
         self.bf16 = bf16
         self.checkpointing = checkpointing
+        self.p_update = p_update
 
-    def _step(self, state: Tensor) -> Tensor:
+    def update_mask(self, state: Tensor) -> Tensor | None:  # (B, C, H, W) -> (B, 1, H, W) or None
+        """Which cells update on this step: a Bernoulli(p_update) draw per cell (None: all of them)."""
+        if self.p_update >= 1.0:
+            return None
+        b, _, h, w = state.shape
+        return (torch.rand(b, 1, h, w, device=state.device) < self.p_update).to(state.dtype)
+
+    def _step(self, state: Tensor, mask: Tensor | None) -> Tensor:
         with torch.autocast(device_type=state.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            update = self.update_net(state)
-        return state + update.float()            # eq. (1): x_{t+1} = x_t + u(x_t)
+            update = self.update_net(state).float()      # (B, C, H, W)
+        if mask is not None:
+            update = update * mask                       # cells that do not fire keep their state
+        return state + update                            # eq. (1): x_{t+1} = x_t + u(x_t)
 
     def step(self, state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
-        """One NCA step for every cell."""
+        """One NCA step for every cell (or, with p_update < 1, for a random subset of the cells)."""
+        mask = self.update_mask(state)   # drawn here, so a recomputed (checkpointed) step reuses it
         if self.checkpointing and torch.is_grad_enabled() and state.requires_grad:
-            return checkpoint(self._step, state, use_reentrant=False)
-        return self._step(state)
+            return checkpoint(self._step, state, mask, use_reentrant=False)
+        return self._step(state, mask)
 
 
 def double(state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, 2H, 2W)

@@ -39,15 +39,26 @@ class StatePool:
         self.states[idx] = states.detach().to("cpu", self.states.dtype)
         self.images[idx] = images.detach().to("cpu", self.images.dtype)
 
-    def slots_for_fresh(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Empty slots while the pool fills, then random ones (every slot is written before it is read)."""
+    def slots_for_fresh(self, n: int, generator: torch.Generator | None = None,
+                        exclude: Tensor | None = None) -> Tensor:
+        """n distinct slots for fresh states: empty ones while the pool fills, then random ones that are
+        not in ``exclude`` (the slots this batch drew, whose states go back where they came from)."""
         if self.filled + n <= self.size:
             idx = torch.arange(self.filled, self.filled + n)
             self.filled += n
             return idx
         empty = torch.arange(self.filled, self.size)
         self.filled = self.size
-        return torch.cat([empty, torch.randint(0, self.size, (n - len(empty),), generator=generator)])
+        taken = torch.zeros(self.size, dtype=torch.bool)
+        taken[empty] = True
+        if exclude is not None:
+            taken[exclude] = True
+        free = (~taken).nonzero().flatten()
+        if len(free) < n - len(empty):
+            raise ValueError(f"a pool of {self.size} states cannot take {n} fresh states beside the "
+                             f"{int(taken.sum())} this batch holds; use a pool_size of at least the batch size")
+        pick = free[torch.randperm(len(free), generator=generator)[: n - len(empty)]]
+        return torch.cat([empty, pick])
 
     def tensors(self) -> dict[str, Tensor]:
         """For checkpoints: the filled part of the pool."""
@@ -61,6 +72,15 @@ class StatePool:
         states, images = tensors["pool.states"], tensors["pool.images"]
         self.put(torch.arange(len(states)), states, images)
         self.filled = len(states)
+
+
+def state_overflow(state: Tensor, bound: float) -> Tensor:  # (B, Z, H, W) -> (B,)
+    """sum |s - clamp(s, -bound, bound)| over cells and channels: how far the state has left the box
+    [-bound, bound] (0 for ``bound == 0``, which switches the penalty off). Not in the paper: an explicit
+    bound on the state, as the overflow loss of Niklasson et al.'s texture NCAs (chapter 8)."""
+    if bound <= 0:
+        return state.new_zeros(state.shape[0])
+    return (state - state.clamp(-bound, bound)).abs().sum(dim=(1, 2, 3))
 
 
 def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
@@ -88,9 +108,11 @@ def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
     final = model.decoder.run(states, steps)                         # (B, Z, H, W)
     reconstruction = model.likelihood(final).log_prob(targets)       # (B,)
     loss = -(reconstruction.sum() - beta * kl.sum()) / b
-    fresh_slots = pool.slots_for_fresh(b - n_pool, generator)
+    overflow = state_overflow(final, c.state_bound)                  # (B,), zero when switched off
+    loss = loss + overflow.sum() / b
+    fresh_slots = pool.slots_for_fresh(b - n_pool, generator, exclude=idx if n_pool else None)
     slots = torch.cat([fresh_slots, idx]) if n_pool else fresh_slots
     pool.put(slots, final, targets)
     stats = {"reconstruction": reconstruction.mean().item(), "kl": kl.mean().item(),
-             "from_pool": n_pool}
+             "from_pool": n_pool, "overflow": overflow.mean().item()}
     return loss, stats

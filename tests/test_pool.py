@@ -1,0 +1,160 @@
+"""Tests for vnca_tutorial.pool: one pool-training batch (`pool_loss`) checked line by line.
+
+A tiny non-doubling VNCA (16x16 grid, |z| = 4) and a pool whose every slot is recognisable: slot i holds
+a state with the value i + 1 in every cell and an image of its own, so each test can tell which slot a row
+came from, which rows were damaged, and where each final state was written back.
+"""
+import pytest
+import torch
+from torch.distributions import kl_divergence
+
+from vnca_tutorial.config import get_preset
+from vnca_tutorial.model import VNCA
+from vnca_tutorial.pool import StatePool, pool_loss, state_overflow
+
+B, P, Z, S = 8, 10, 4, 16
+
+
+def tiny_model(**kw) -> VNCA:
+    cfg = get_preset("mnist_nondoubling_cpu", z_dim=Z, hidden=8, encoder_channels=4, image_size=S,
+                     batch_size=B, pool_size=P, min_steps=2, max_steps=3, **kw)
+    torch.manual_seed(0)
+    model = VNCA(cfg)
+    with torch.no_grad():                              # a rule that is not the identity
+        model.decoder.nca.update_net.out.weight.normal_(0, 0.1)
+    return model
+
+
+def full_pool() -> StatePool:
+    pool = StatePool(P)
+    states = torch.arange(1, P + 1, dtype=torch.float32)[:, None, None, None].expand(P, Z, S, S)
+    images = (torch.rand(P, 1, S, S, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    pool.put(pool.slots_for_fresh(P), states.clone(), images)
+    return pool
+
+
+def images(n: int = B, seed: int = 2) -> torch.Tensor:
+    return (torch.rand(n, 1, S, S, generator=torch.Generator().manual_seed(seed)) < 0.5).float()
+
+
+class Recorder:
+    """Wraps decoder.run to keep the states it starts from and the final states it returns."""
+
+    def __init__(self, model: VNCA) -> None:
+        self.run, self.inputs, self.finals = model.decoder.run, [], []
+        model.decoder.run = self
+
+    def __call__(self, states, steps, **kw):
+        self.inputs.append(states.detach().clone())
+        final = self.run(states, steps, **kw)
+        self.finals.append(final)
+        return final
+
+
+def slot_of(row: torch.Tensor) -> int:
+    """The pool slot a (possibly damaged) pool row came from: its largest value minus one."""
+    return int(row.max().round().item()) - 1
+
+
+def test_the_pool_share_of_the_batch_and_which_rows_are_damaged():
+    model, pool = tiny_model(pool_fraction=0.5, damage_fraction=0.5), full_pool()
+    rec = Recorder(model)
+    pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
+    start = rec.inputs[0]                               # (B, Z, S, S): fresh seeds, then pool rows
+    fresh, from_pool = start[:4], start[4:]
+    for row in fresh:                                   # a seed: every cell holds the same z
+        assert torch.equal(row, row[:, :1, :1].expand_as(row))
+    damaged = (from_pool == 0).flatten(1).any(1)        # pool states hold i + 1 > 0 everywhere
+    assert damaged.tolist() == [True, True, False, False]
+    for row in from_pool[:2]:                           # a zeroed S/2 x S/2 square in every channel
+        zero = (row == 0).all(0)
+        assert zero.sum() == (S // 2) ** 2 and (row == 0).sum() == Z * (S // 2) ** 2
+    for row in from_pool[2:]:
+        assert torch.equal(row, torch.full_like(row, slot_of(row) + 1))
+    assert len({slot_of(r) for r in from_pool}) == 4    # four different slots
+
+
+def test_no_pool_rows_until_the_pool_holds_a_batch():
+    model, pool = tiny_model(), StatePool(P)
+    rec = Recorder(model)
+    _, stats = pool_loss(model, images(), pool, beta=1.0, steps=2)
+    assert stats["from_pool"] == 0 and len(pool) == B
+    for row in rec.inputs[0]:
+        assert torch.equal(row, row[:, :1, :1].expand_as(row))
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.75])
+def test_the_kl_counts_the_fresh_rows_only_and_the_loss_divides_by_b(fraction):
+    x = images()
+    losses, finals = {}, {}
+    for beta in (0.0, 1.0, 3.0):
+        model, pool = tiny_model(pool_fraction=fraction), full_pool()
+        rec = Recorder(model)
+        torch.manual_seed(7)                            # the same z, masks and pool draw for each beta
+        loss, stats = pool_loss(model, x, pool, beta=beta, steps=2, generator=torch.Generator().manual_seed(0))
+        losses[beta], finals[beta] = loss.item(), rec
+    n_fresh = B - int(round(B * fraction))
+    with torch.no_grad():
+        q = model.q_z_given_x(x[:n_fresh])
+        kl_fresh = kl_divergence(q, model.prior())      # (n_fresh,)
+    # the KL term: beta * (sum of the fresh rows' KL) / B
+    assert losses[1.0] - losses[0.0] == pytest.approx(kl_fresh.sum().item() / B, rel=1e-4, abs=1e-4)
+    assert losses[3.0] - losses[0.0] == pytest.approx(3 * kl_fresh.sum().item() / B, rel=1e-4, abs=1e-4)
+    # the reconstruction term: minus the sum over all B rows of log p(target | final state), over B
+    rec = finals[0.0]
+    final = rec.finals[0]
+    targets = torch.cat([x[:n_fresh], full_pool().images[[slot_of(r) for r in rec.inputs[0][n_fresh:]]]])
+    log_p = model.likelihood(final).log_prob(targets)   # (B,)
+    assert losses[0.0] == pytest.approx(-log_p.sum().item() / B, rel=1e-5)
+
+
+def test_final_states_go_back_to_the_right_slots_with_their_images():
+    model, pool = tiny_model(pool_fraction=0.5), full_pool()
+    before = pool.images.clone()
+    x = images()
+    rec = Recorder(model)
+    pool_loss(model, x, pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
+    final = rec.finals[0].detach()
+    drawn = [slot_of(r) for r in rec.inputs[0][4:]]
+    for row, slot in zip(final[4:], drawn):             # pool rows: back into the slot they came from
+        assert torch.allclose(pool.states[slot], row)
+        assert torch.equal(pool.images[slot], before[slot])
+    written = set(drawn)
+    for i in range(4):                                  # fresh rows: each in a slot of its own, with x[i]
+        slots = [s for s in range(P) if torch.allclose(pool.states[s], final[i])]
+        assert len(slots) == 1 and slots[0] not in written
+        assert torch.equal(pool.images[slots[0]], x[i])
+        written.add(slots[0])
+    for s in set(range(P)) - written:                   # every other slot untouched
+        assert torch.equal(pool.states[s], torch.full((Z, S, S), s + 1.0))
+
+
+def test_no_gradient_flows_into_the_pool():
+    model, pool = tiny_model(), full_pool()
+    loss, _ = pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert not pool.states.requires_grad and pool.states.grad_fn is None
+    loss.backward()                                     # and the pool is not part of the graph
+    assert pool.states.grad is None
+    assert model.encoder.linear.weight.grad is not None
+
+
+def test_state_overflow_is_the_l1_distance_to_the_box():
+    state = torch.tensor([[[[0.5, -3.0], [2.5, 1.0]]]])          # (1, 1, 2, 2)
+    assert state_overflow(state, 2.0).tolist() == [1.0 + 0.5]
+    assert state_overflow(state, 0.0).tolist() == [0.0]            # 0 switches it off
+    assert state_overflow(state, 5.0).tolist() == [0.0]
+
+
+def test_the_overflow_penalty_enters_the_loss():
+    x = images()
+    losses = {}
+    for bound in (0.0, 0.5):
+        model, pool = tiny_model(state_bound=bound), full_pool()
+        rec = Recorder(model)
+        torch.manual_seed(7)
+        losses[bound], stats = pool_loss(model, x, pool, beta=1.0, steps=2,
+                                         generator=torch.Generator().manual_seed(0))
+    expected = state_overflow(rec.finals[0], 0.5).sum().item() / B
+    assert expected > 0
+    assert (losses[0.5] - losses[0.0]).item() == pytest.approx(expected, rel=1e-4)
+    assert stats["overflow"] == pytest.approx(expected * B / B, rel=1e-4)
