@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
@@ -30,16 +29,7 @@ from vnca_tutorial.attractors import attractor_report, independent_pixel_log_px
 from vnca_tutorial.checkpoint import load_model
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_log_px
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from vnca_tutorial.hardware import cpu_description
 
 
 def measure(model, n_images: int = 200, k: int = 128, seed: int = 0) -> dict:
@@ -49,7 +39,7 @@ def measure(model, n_images: int = 200, k: int = 128, seed: int = 0) -> dict:
     train = load_dataset(model.config.dataset, "trainval")
     x = subset(test, n_images, seed=seed).images
     start = time.time()
-    out = {"test_data": test.source, "cpu": cpu_name(), "torch_threads": torch.get_num_threads()}
+    out = {"test_data": test.source, "cpu": cpu_description(), "torch_threads": torch.get_num_threads()}
     out["independent_pixels_nats"] = independent_pixel_log_px(train.images, x).mean().item()
     out["independent_pixels_whole_test_nats"] = independent_pixel_log_px(train.images, test.images).mean().item()
     if k:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from vnca_tutorial.checkpoint import config_to_dict, load_model, read_metadata, save_checkpoint
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_bound
+from vnca_tutorial.hardware import cpu_description
 from vnca_tutorial.pretrained import HERE, save_card, sha256
 
 # The paper's test figures for the same model family (nats for MNIST, bits/dim for emoji).
@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="storage type of the shipped weights (float16 halves the file)")
     p.add_argument("--notes", default="")
+    p.add_argument("--trained-on", default=None,
+                   help="the CPUs training ran on, if not (only) this machine's: it goes into the card")
     a = p.parse_args()
     run = Path("runs/pretrained") / a.name
     ckpt = run / "checkpoint.safetensors"
@@ -66,8 +68,7 @@ def main() -> None:
                          "test images"},
         "updates": int(meta["step"]), "batch_size": model.config.batch_size,
         "train_wall_time_hours": round(float(rows[-1]["seconds"]) / 3600, 2) if rows else None,
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads "
-                    "(2-core AMD EPYC, AVX2, shared)",
+        "hardware": a.trained_on or f"{cpu_description()}, one torch thread per process",
         "test_bound": {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)},
         "paper": PAPER.get(a.name.replace("_small", "")),
         "notes": a.notes,

@@ -1,0 +1,37 @@
+"""Which processor a figure was measured on: the CPU's name and its bf16 units (AVX-512 BF16, AMX).
+
+Speed and even the fastest precision depend on it (bf16 is several times faster than float32 with AMX
+and far slower without bf16 hardware), so every reported figure names it. Explained in chapter 10
+(book/10_scaling.md).
+"""
+from __future__ import annotations
+
+import platform
+
+
+def cpu_flags_and_name() -> tuple[set[str], str]:
+    """The CPU's feature flags and model name from /proc/cpuinfo (empty set and platform name elsewhere)."""
+    flags: set[str] = set()
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                elif line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return flags, name or platform.processor() or platform.machine()
+
+
+def cpu_description() -> str:
+    """E.g. 'Intel(R) Xeon(R) Processor (AVX-512 BF16, no AMX)' or 'AMD EPYC 7B13 (AVX2, no bf16 units)'."""
+    flags, name = cpu_flags_and_name()
+    units = [label for flag, label in (("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX")) if flag in flags]
+    if not flags:
+        return name
+    if not units:
+        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        return f"{name} ({simd}, no bf16 units)"
+    return f"{name} ({', '.join(units)}{'' if 'amx_bf16' in flags else ', no AMX'})"
