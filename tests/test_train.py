@@ -259,3 +259,29 @@ def test_pool_fills_every_slot_before_reusing_any():
     assert pool.slots_for_fresh(2).tolist() == [4, 5]
     slots = pool.slots_for_fresh(2, torch.Generator().manual_seed(0))
     assert slots[0].item() == 6 and len(slots) == 2 and len(pool) == 7
+
+
+def test_kl_warmup_ramps_beta_linearly_then_holds_it():
+    cfg = doubling(kl_warmup=4, beta=2.0)
+    assert [cfg.beta_at(u) for u in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert doubling().beta_at(0) == doubling().beta == 1.0            # no warm-up: the config's beta
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="kl_warmup"):
+            doubling(kl_warmup=bad)
+
+
+@pytest.mark.parametrize("make_config", [doubling, nondoubling], ids=["doubling", "nondoubling_pool"])
+def test_training_uses_the_warmed_up_beta(make_config, monkeypatch, tmp_path):
+    """The loss of update u is computed with beta_at(u): recorded at the model's forward."""
+    from vnca_tutorial.model import VNCA
+    seen = []
+    forward = VNCA.forward
+
+    def spy(self, x, *args, beta=None, **kw):
+        seen.append(beta)
+        return forward(self, x, *args, beta=beta, **kw)
+
+    monkeypatch.setattr(VNCA, "forward", spy)
+    cfg = make_config(kl_warmup=4)
+    train(cfg, binary_images(8), TrainSettings(run_dir=str(tmp_path), n_updates=3, progress=False))
+    assert seen == [0.25, 0.5, 0.75]

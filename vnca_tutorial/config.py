@@ -24,6 +24,8 @@ def _check_common(cfg) -> None:
     for field in ("z_dim", "hidden", "batch_size", "image_size", "n_mix", "encoder_channels"):
         if not isinstance(getattr(cfg, field), int) or getattr(cfg, field) < 1:
             raise ValueError(f"{field} must be a positive integer, got {getattr(cfg, field)!r}")
+    if not isinstance(cfg.kl_warmup, int) or cfg.kl_warmup < 0:
+        raise ValueError(f"kl_warmup is a number of updates and must be an integer >= 0, got {cfg.kl_warmup!r}")
     if cfg.beta < 0:
         raise ValueError(f"beta weights the KL term and must be >= 0, got {cfg.beta}")
     if getattr(cfg, "n_blocks", 0) < 0:
@@ -50,11 +52,19 @@ class _Common:
     n_updates: int = 100_000         # training length used by the paper
     encoder_channels: int = 32       # channels of the encoder's first conv; doubled by each stride-2 conv
     bf16: bool = False               # bf16 autocast for the update network (state stays float32)
+    kl_warmup: int = 0               # > 0: the KL weight rises linearly from 0 to beta over this many
+                                     # updates (not in the paper; chapter 8)
 
     @property
     def n_likelihood_channels(self) -> int:
         """How many cell channels parameterise p(x|z): 1 (logits) or 10 L (mixture)."""
         return self.image_channels if self.likelihood == "bernoulli" else 10 * self.n_mix
+
+    def beta_at(self, update: int) -> float:
+        """The KL weight of training update ``update`` (0-based): beta, ramped up over kl_warmup updates."""
+        if self.kl_warmup <= 0:
+            return self.beta
+        return self.beta * min(1.0, (update + 1) / self.kl_warmup)
 
     def replace(self, **changes):
         """A copy with some fields changed (the config is frozen)."""

@@ -44,11 +44,14 @@ class VNCA(VAE):
     def doubling(self) -> bool:
         return isinstance(self.config, DoublingConfig)
 
-    def forward(self, x: Tensor, terms: bool = False, pool=None, steps: int | None = None, **kw):
-        """Minus the mean beta-ELBO; with a ``pool`` (non-doubling), one pool-training batch."""
+    def forward(self, x: Tensor, terms: bool = False, pool=None, steps: int | None = None,
+                beta: float | None = None, **kw):
+        """Minus the mean beta-ELBO (beta: the config's unless given); with a ``pool`` (non-doubling),
+        one pool-training batch."""
+        beta = self.config.beta if beta is None else beta
         if pool is None:
-            return super().forward(x, terms=terms, **({"steps": steps} if steps else {}), **kw)
-        loss, stats = pool_loss(self, x, pool, self.config.beta, steps or self.decoder.max_steps)
+            return super().forward(x, terms=terms, beta=beta, **({"steps": steps} if steps else {}), **kw)
+        loss, stats = pool_loss(self, x, pool, beta, steps or self.decoder.max_steps)
         return (loss, stats) if terms else loss
 
     def grow(self, z: Tensor, on_step: StepHook | None = None, **decode_kwargs

@@ -258,8 +258,9 @@ def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Te
             steps = model.decoder.draw_steps() if pool is not None else None
             problem = failed
             try:
-                loss, stats = (net(x, terms=True, pool=pool, steps=steps) if pool is not None
-                               else net(x, terms=True))
+                beta = config.beta_at(step)                   # the config's beta after any warm-up
+                loss, stats = (net(x, terms=True, pool=pool, steps=steps, beta=beta) if pool is not None
+                               else net(x, terms=True, beta=beta))
                 if problem is None and not math.isfinite(loss.item()):
                     problem = f"the loss became {loss.item()} at update {step + 1}"
             except ValueError as e:

@@ -73,9 +73,9 @@ class VAE(nn.Module):
         kl = kl_divergence(q, self.prior()) if analytic_kl else q.log_prob(z) - self.prior().log_prob(z)
         return ELBO(reconstruction - beta * kl, reconstruction, kl)
 
-    def forward(self, x: Tensor, terms: bool = False, **decode_kwargs):
+    def forward(self, x: Tensor, terms: bool = False, beta: float | None = None, **decode_kwargs):
         """The training loss: minus the mean beta-ELBO of the batch (and its terms if asked)."""
-        e = self.elbo(x, **decode_kwargs)
+        e = self.elbo(x, beta=beta, **decode_kwargs)
         loss = -e.elbo.mean()
         if not terms:
             return loss
