@@ -162,6 +162,9 @@ def cli(tmp_path_factory):
                                 "--set", "image_size=64", "n_doublings=5"]),
         ("set_unknown_key", ["train", "--preset", "mnist_doubling_cpu", "--set", "zdim=8"]),
         ("set_bad_value", ["train", "--preset", "mnist_doubling_cpu", "--set", "z_dim=eight"]),
+        ("set_p_update", ["train", "--preset", "mnist_nondoubling_cpu", "--set", "p_update=1.5"]),
+        ("set_state_bound", ["train", "--preset", "mnist_nondoubling_cpu", "--set", "state_bound=-1"]),
+        ("set_kl_warmup", ["train", "--preset", "mnist_doubling_cpu", "--set", "kl_warmup=-5"]),
         ("diverged", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r6"), "--updates", "6",
                       "--checkpoint-every", "1", "--threads", "1", *TINY_DOUBLING, "lr=1e30"]),
         ("no_cuda", ["sample", "--preset", "mnist_doubling_cpu", "--device", "cuda"]),
@@ -367,6 +370,9 @@ def test_preset_and_config_errors(cli):
     assert_error(r["image_size_vs_data"], "32x32", "64x64", alone=False)
     assert_error(r["set_unknown_key"], "zdim", "z_dim")
     assert_error(r["set_bad_value"], "z_dim=eight", "int")
+    assert_error(r["set_p_update"], "p_update", "1.5")
+    assert_error(r["set_state_bound"], "state_bound", "-1")
+    assert_error(r["set_kl_warmup"], "kl_warmup", "-5")
     assert_error(r["baseline_has_no_growth"], "baseline", alone=False)
     assert_error(r["unknown_pretrained"], "pretrained", "no_such_model")
     assert_error(r["pretrained_module_missing"], "mnist_doubling_small", "no pretrained models", "--checkpoint")
