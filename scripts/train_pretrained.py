@@ -1,6 +1,8 @@
 """Train (or resume) the models that ship in vnca_tutorial/pretrained/.
 
     python scripts/train_pretrained.py mnist_doubling_small --minutes 60     # resumable; run again to continue
+    python scripts/train_pretrained.py mnist_nondoubling_small --set state_bound=0 --run-dir runs/ablation/no_bound
+                                                                             # an ablation: one field changed
 
 Runs live in runs/pretrained/<name>/; `scripts/export_pretrained.py` turns a finished run into the
 shipped safetensors file and model card.
@@ -12,6 +14,7 @@ import logging
 
 import torch
 
+from vnca_tutorial.cli import CLIError, parse_overrides
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_dataset
 from vnca_tutorial.train import TrainSettings, train
@@ -45,18 +48,27 @@ def main() -> None:
     p.add_argument("name", choices=sorted(SHIPPED))
     p.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="change config fields for an ablation (use another --run-dir); e.g. --set state_bound=0")
+    p.add_argument("--run-dir", default=None, help="default: runs/pretrained/NAME")
     a = p.parse_args()
+    try:
+        config = SHIPPED[a.name].replace(**parse_overrides(a.set, type(SHIPPED[a.name])))
+    except (CLIError, ValueError) as e:
+        p.error(str(e))
+    if a.set and a.run_dir is None:
+        p.error("--set trains another model: give it its own --run-dir")
     logging.basicConfig(level=logging.INFO)
     if a.threads:
         torch.set_num_threads(a.threads)
-    dataset = SHIPPED[a.name].dataset
+    dataset = config.dataset
     mnist = dataset == "binarized_mnist"
     data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper
     val = load_dataset(dataset, "test")
-    settings = TrainSettings(run_dir=f"runs/pretrained/{a.name}", checkpoint_every=50, eval_every=1000,
+    settings = TrainSettings(run_dir=a.run_dir or f"runs/pretrained/{a.name}", checkpoint_every=50, eval_every=1000,
                              eval_images=512 if mnist else 64, resume=True, progress=False,
                              max_minutes=a.minutes)
-    train(SHIPPED[a.name], data.images, settings, val_images=val.images)
+    train(config, data.images, settings, val_images=val.images)
 
 
 if __name__ == "__main__":
