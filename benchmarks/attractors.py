@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import time
 
 import torch
@@ -30,6 +32,17 @@ from vnca_tutorial.checkpoint import load_model
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_log_px
 from vnca_tutorial.hardware import cpu_description
+
+
+def json_safe(value):
+    """NaN and infinity (an overflowed state) as null, so that the cards stay standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def measure(model, n_images: int = 200, k: int = 128, seed: int = 0) -> dict:
@@ -50,7 +63,12 @@ def measure(model, n_images: int = 200, k: int = 128, seed: int = 0) -> dict:
         out["bound_k"] = k
     out.update(attractor_report(model, x, seed=seed).as_dict())
     out["seconds"] = round(time.time() - start, 1)
-    return out
+    return json_safe(out)
+
+
+def num(value: float | None, spec: str) -> str:
+    """A figure, or 'overflow' where the state overflowed (NaN, stored as null)."""
+    return format(value, spec) if value is not None else format("overflow", re.sub(r"(\.\d+)?[fg]$", "", spec))
 
 
 def show(name: str, r: dict) -> None:
@@ -67,13 +85,13 @@ def show(name: str, r: dict) -> None:
           f"(difference {z['difference']:.1f} nats)")
     print(f"  {'steps':>6} {'median max|s|':>14} {'largest max|s|':>15} {'mean log p(x|s)':>16}")
     for i, t in enumerate(s["steps"]):
-        print(f"  {t:>6} {s['max_abs_state_median'][i]:>14.3g} {s['max_abs_state_max'][i]:>15.3g} "
-              f"{s['log_px_mean'][i]:>16.1f}")
+        print(f"  {t:>6} {num(s['max_abs_state_median'][i], '>14.3g')} "
+              f"{num(s['max_abs_state_max'][i], '>15.3g')} {num(s['log_px_mean'][i], '>16.1f')}")
     print(f"  every state finite: {s['all_finite']} (fraction finite per step count: "
           f"{', '.join(f'{f:.2f}' for f in s['fraction_finite'])})")
     for rec in (sq, half):
-        print(f"  damage {rec['damage']:>13}: log p(x|s) {rec['log_px_before']:.1f} -> "
-              f"{rec['log_px_damaged']:.1f} -> {rec['log_px_after']:.1f} after T_max steps; "
+        print(f"  damage {rec['damage']:>13}: log p(x|s) {num(rec['log_px_before'], '.1f')} -> "
+              f"{num(rec['log_px_damaged'], '.1f')} -> {num(rec['log_px_after'], '.1f')} after T_max steps; "
               f"recovered (within {rec['tolerance_nats']:g} nats): {100 * rec['fraction_recovered']:.0f}%")
 
 
