@@ -71,6 +71,10 @@ def main() -> None:
         "hardware": a.trained_on or f"{cpu_description()}, one torch thread per process",
         "test_bound": {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)},
         "paper": PAPER.get(a.name.replace("_small", "")),
+        # the ELBO on the training run's fixed random subset of test images, logged while training
+        # (monitoring only: no choice was made by it): [update, hours of training, ELBO in nats]
+        "training_curve": [[int(r["step"]), round(float(r["seconds"]) / 3600, 3), round(float(r["val_elbo"]), 2)]
+                           for r in rows if r.get("val_elbo")],
         "notes": a.notes,
     }
     save_card(a.name, card)
