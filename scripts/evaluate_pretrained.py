@@ -3,7 +3,7 @@
     python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --shard 0 1 2   # some shards
     python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --status         # what is done
     python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --card           # all done: card
-    python scripts/evaluate_pretrained.py mnist_nondoubling_small --subset 100   # until then: a subset
+    python scripts/evaluate_pretrained.py mnist_nondoubling_small --subset 200   # until then: a subset
 
 The importance-weighted bound with k = 128 on all 10,000 MNIST test images takes hours on a CPU (2.7 s per
 image for mnist_doubling_small on one core here). This script splits the test set, in order, into
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from vnca_tutorial import pretrained
 from vnca_tutorial.checkpoint import atomic_write
 from vnca_tutorial.data import load_dataset
 from vnca_tutorial.evaluate import BoundResult, evaluate_log_px
+from vnca_tutorial.hardware import cpu_description
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pretrained_eval"
 PROGRESS = Path("runs") / "pretrained_eval"
@@ -61,7 +61,7 @@ def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int
               "seed": seed, "shard": i, "shards": shards, "images": [lo, hi], "n_test": len(images),
               "test_data": test.source, "seconds": round(time.time() - start, 1),
               "hardware": (torch.cuda.get_device_name() if device.startswith("cuda") else
-                           f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)"),
+                           f"{cpu_description()}, {torch.get_num_threads()} torch thread(s)"),
               "log_px": [round(v, 5) for v in log_px.tolist()]}
     out = shard_file(name, k, shards, i, results)
     out.parent.mkdir(parents=True, exist_ok=True)
