@@ -4,6 +4,12 @@
     python scripts/train_pretrained.py mnist_nondoubling_small --set state_bound=0 --run-dir runs/ablation/no_bound
                                                                              # an ablation: one field changed
 
+The shipped non-doubling model was trained in two phases (its card gives the updates of each):
+    python scripts/train_pretrained.py mnist_nondoubling_small --set pool_fraction=0.5 pool_extra_steps=0 \
+        --run-dir runs/pretrained/mnist_nondoubling_small_phase1 --threads 2
+    python scripts/train_pretrained.py mnist_nondoubling_small --threads 2 \
+        --init-from runs/pretrained/mnist_nondoubling_small_phase1/checkpoint.safetensors
+
 Runs live in runs/pretrained/<name>/; `scripts/export_pretrained.py` turns a finished run into the
 shipped safetensors file and model card.
 """
@@ -25,7 +31,8 @@ SHIPPED = {
                                        hidden=64, n_blocks=1, encoder_channels=16, lr=1e-3,
                                        n_updates=20_000),
     # chapter 8's recipe (the CPU preset): |z| = 32 channels, width 64, T in [16, 32] on the 32x32 grid,
-    # every cell updating on every step, clip 1, and a bound on the state (not in the paper)
+    # every cell updating on every step, clip 1, a bound on the state and older pool states (not in the
+    # paper); trained in two phases, see the module docstring
     "mnist_nondoubling_small": get_preset("mnist_nondoubling_cpu", name="mnist_nondoubling_small",
                                           n_updates=40_000),
     "mnist_baseline_small": get_preset("mnist_baseline_cpu", name="mnist_baseline_small", z_dim=32,
@@ -46,6 +53,8 @@ def main() -> None:
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
                    help="change config fields for an ablation (use another --run-dir); e.g. --set state_bound=0")
     p.add_argument("--run-dir", default=None, help="default: runs/pretrained/NAME")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from these weights (a new optimizer and pool): a second training phase")
     a = p.parse_args()
     try:
         config = SHIPPED[a.name].replace(**parse_overrides(a.set, type(SHIPPED[a.name])))
@@ -62,7 +71,7 @@ def main() -> None:
     val = load_dataset(dataset, "test")
     settings = TrainSettings(run_dir=a.run_dir or f"runs/pretrained/{a.name}", checkpoint_every=50, eval_every=1000,
                              eval_images=512 if mnist else 64, resume=True, progress=False,
-                             max_minutes=a.minutes)
+                             max_minutes=a.minutes, init_from=a.init_from)
     train(config, data.images, settings, val_images=val.images)
 
 

@@ -173,3 +173,9 @@ def test_paper_celeba_nondoubling():
 def test_nondoubling_refuses_bad_pool_and_update_settings(field, value):
     with pytest.raises(ValueError, match=field):
         get_preset("mnist_nondoubling_cpu", batch_size=4, **{field: value})
+
+
+@pytest.mark.parametrize("value", [-1, 2.5])
+def test_pool_extra_steps_must_be_a_count(value):
+    with pytest.raises(ValueError, match="pool_extra_steps"):
+        get_preset("mnist_nondoubling_cpu", pool_extra_steps=value)

@@ -16,7 +16,7 @@ B, P, Z, S = 8, 10, 4, 16
 
 
 def tiny_model(**kw) -> VNCA:
-    kw = {"state_bound": 0.0, **kw}                    # the paper's loss unless a test asks for the bound
+    kw = {"state_bound": 0.0, "pool_fraction": 0.5, "pool_extra_steps": 0, **kw}   # the paper's pool loss
     cfg = get_preset("mnist_nondoubling_cpu", z_dim=Z, hidden=8, encoder_channels=4, image_size=S,
                      batch_size=B, pool_size=P, min_steps=2, max_steps=3, **kw)
     torch.manual_seed(0)
@@ -159,3 +159,26 @@ def test_the_overflow_penalty_enters_the_loss():
     assert expected > 0
     assert (losses[0.5] - losses[0.0]).item() == pytest.approx(expected, rel=1e-4)
     assert stats["overflow"] == pytest.approx(expected * B / B, rel=1e-4)
+
+
+def test_pool_states_age_without_gradient_before_the_loss_sees_them():
+    model, pool = tiny_model(pool_extra_steps=5), full_pool()
+    rec = Recorder(model)
+    g = torch.Generator().manual_seed(0)
+    pool_loss(model, images(), pool, beta=1.0, steps=2, generator=g)
+    assert len(rec.inputs) == 2                         # the ageing run, then the training run
+    aged_from, trained_from = rec.inputs
+    assert aged_from.shape[0] == 4                      # only the pool rows age
+    for row in aged_from:                               # straight from the pool
+        assert torch.equal(row, torch.full_like(row, slot_of(row) + 1))
+    assert not rec.finals[0].requires_grad              # no gradient through the extra steps
+    assert not torch.allclose(rec.finals[0], aged_from)  # the extra steps changed the states
+    undamaged = trained_from[4 + 2:]                    # rows 0-3 fresh, 4-5 damaged, 6-7 aged only
+    assert torch.allclose(undamaged, rec.finals[0][2:])
+
+
+def test_no_ageing_by_default():
+    model, pool = tiny_model(), full_pool()
+    rec = Recorder(model)
+    pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert len(rec.inputs) == 1

@@ -285,3 +285,21 @@ def test_training_uses_the_warmed_up_beta(make_config, monkeypatch, tmp_path):
     cfg = make_config(kl_warmup=4)
     train(cfg, binary_images(8), TrainSettings(run_dir=str(tmp_path), n_updates=3, progress=False))
     assert seen == [0.25, 0.5, 0.75]
+
+
+def test_init_from_starts_from_another_runs_weights(tmp_path):
+    first, _ = train(nondoubling(), binary_images(8), settings(tmp_path / "a", n_updates=2))
+    cfg = nondoubling(lr=1e-12, pool_fraction=0.75, pool_extra_steps=2)      # other training settings
+    second, _ = train(cfg, binary_images(8), settings(tmp_path / "b", n_updates=1,
+                                                      init_from=str(tmp_path / "a" / CHECKPOINT)))
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    fresh, _ = train(cfg, binary_images(8), settings(tmp_path / "c", n_updates=1))
+    assert not torch.allclose(fresh.encoder.linear.weight, first.encoder.linear.weight)
+
+
+def test_init_from_refuses_another_architecture(tmp_path):
+    train(nondoubling(), binary_images(8), settings(tmp_path / "a", n_updates=1))
+    with pytest.raises(CheckpointError, match="another architecture"):
+        train(nondoubling(hidden=16), binary_images(8),
+              settings(tmp_path / "b", n_updates=1, init_from=str(tmp_path / "a" / CHECKPOINT)))

@@ -2,7 +2,9 @@
 
 A pool keeps P final cell states with the image each was decoded for. Each training batch takes a share
 of its examples from the pool (half of those damaged by zeroing a random H/2 x W/2 square) and the rest
-fresh from q(z|x); all run T ~ U[min, max] NCA steps; the final states go back into the pool. Gradients
+fresh from q(z|x); all run T ~ U[min, max] NCA steps; the final states go back into the pool. (Two
+additions, off by default: `state_overflow` penalises states that leave a box, and `age` runs pool states
+further before the loss sees them.) Gradients
 stop at pool states. This teaches the NCA stable attractors that regrow after damage.
 Explained in chapter 8 (book/08_pool_damage.md).
 """
@@ -83,6 +85,18 @@ def state_overflow(state: Tensor, bound: float) -> Tensor:  # (B, Z, H, W) -> (B
     return (state - state.clamp(-bound, bound)).abs().sum(dim=(1, 2, 3))
 
 
+def age(model, states: Tensor, max_extra: int, generator: torch.Generator | None = None) -> Tensor:
+    """Run pool states E ~ U{0, ..., max_extra} more steps without gradient (identity for max_extra = 0).
+
+    Not in the paper: it makes the states the loss sees older, at a third of the cost of training steps,
+    so that the rule is trained to hold its image far beyond T_max (chapter 8)."""
+    if max_extra <= 0:
+        return states
+    extra = int(torch.randint(0, max_extra + 1, (1,), generator=generator))
+    with torch.no_grad():
+        return model.decoder.run(states, extra)
+
+
 def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
     """Minus the beta-ELBO of one pool-training batch (appendix A.3); x (B, C, H, W) are fresh images.
@@ -100,6 +114,7 @@ def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
     if n_pool:
         idx, pool_states, pool_x = pool.draw(n_pool, generator)
         pool_states = pool_states.to(model.device)                   # no gradient flows into the pool
+        pool_states = age(model, pool_states, c.pool_extra_steps, generator)
         n_damage = int(round(n_pool * c.damage_fraction))
         pool_states = torch.cat([damage_random_square(pool_states[:n_damage], generator),
                                  pool_states[n_damage:]])

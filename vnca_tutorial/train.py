@@ -57,6 +57,8 @@ class TrainSettings:
     resume: bool = False
     progress: bool = True
     max_minutes: float | None = None    # stop (with a checkpoint) after this much wall time
+    init_from: str | None = None        # start from this checkpoint's weights (fine-tuning; a new
+                                        # optimizer and pool); ignored when resuming
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:
@@ -203,6 +205,17 @@ def _resume(path: Path, config: ModelConfig, model, optimizer, pool, rank: int =
     return step
 
 
+def _init_weights(path: Path, model) -> None:
+    """Copy the weights of the checkpoint ``path`` into ``model``: same architecture, any training settings."""
+    saved, tensors, _ = load_checkpoint(path)
+    state = model_state(tensors)
+    mine = model.state_dict()
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+        raise CheckpointError(f"{path} holds a model of another architecture (preset {saved.name!r}); "
+                              f"init_from needs the same layers and sizes as {model.config.name!r}")
+    model.load_state_dict(state)
+
+
 def train(config: ModelConfig, images: Tensor, settings: TrainSettings | None = None,
           val_images: Tensor | None = None):
     """Train ``config`` on ``images`` (N, C, H, W); returns the model and the list of logged rows.
@@ -232,6 +245,9 @@ def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Te
     if s.resume and (run_dir / CHECKPOINT).exists():
         step = _resume(run_dir / CHECKPOINT, config, model, optimizer, pool, rank, device, s.seed)
         log.info("resumed %s from update %d", run_dir / CHECKPOINT, step)
+    elif s.init_from:
+        _init_weights(Path(s.init_from), model)
+        log.info("starting from the weights of %s", s.init_from)
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
