@@ -123,8 +123,9 @@ def main(argv=None) -> None:
         show(name, results[name])
         if a.card and name in a.names:
             card = pretrained.card(name)
-            card["attractors"] = {**results[name], "command": "python benchmarks/attractors.py " + name +
-                                  (f" --images {a.images}" if a.images != 200 else "") + " --card"}
+            options = (f" --images {a.images}" if a.images != 200 else "") + (f" --k {a.k}" if a.k != 128 else "")
+            card["attractors"] = {**results[name],
+                                  "command": f"python benchmarks/attractors.py {name}{options} --card"}
             pretrained.save_card(name, card)
     if a.json:
         with open(a.json, "w") as f:
