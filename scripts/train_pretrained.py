@@ -11,19 +11,25 @@ The shipped non-doubling model was trained in two phases (its card gives the upd
         --init-from runs/pretrained/mnist_nondoubling_small_phase1/checkpoint.safetensors
 
 Runs live in runs/pretrained/<name>/; `scripts/export_pretrained.py` turns a finished run into the
-shipped safetensors file and model card.
+shipped safetensors file and model card. Runs longer than a session: `--save-resume-point` copies the run's
+checkpoint without its pool (which is large and refills in a few hundred updates) and its metrics into
+scripts/resume/<name>/, to be committed; on a machine without the run, the script starts from there.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from vnca_tutorial.cli import CLIError, parse_overrides
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_dataset
-from vnca_tutorial.train import TrainSettings, train
+from vnca_tutorial.checkpoint import atomic_write, read_metadata
+from vnca_tutorial.train import CHECKPOINT, METRICS, TrainSettings, train
 
 # The shipped models: sized to train on two CPU cores in a few hours (see each model card).
 SHIPPED = {
@@ -45,6 +51,30 @@ SHIPPED = {
 }
 
 
+RESUME = Path(__file__).resolve().parent / "resume"
+
+
+def save_resume_point(run_dir: Path, folder: Path) -> None:
+    """The run's checkpoint without the pool, and its metrics, into ``folder`` (small enough to commit)."""
+    checkpoint = run_dir / CHECKPOINT
+    meta = read_metadata(checkpoint)
+    tensors = {k: v for k, v in load_file(str(checkpoint)).items() if not k.startswith("pool.")}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    shutil.copyfile(run_dir / METRICS, folder / METRICS)
+    print(f"resume point at update {meta['step']} in {folder}")
+
+
+def restore_resume_point(folder: Path, run_dir: Path) -> None:
+    """Start a run that is not on this machine from its committed resume point (the pool starts empty)."""
+    if (run_dir / CHECKPOINT).exists() or not (folder / CHECKPOINT).exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKPOINT, METRICS):
+        shutil.copyfile(folder / name, run_dir / name)
+    logging.info("resuming from the committed resume point %s", folder)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=sorted(SHIPPED))
@@ -53,6 +83,8 @@ def main() -> None:
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
                    help="change config fields for an ablation (use another --run-dir); e.g. --set state_bound=0")
     p.add_argument("--run-dir", default=None, help="default: runs/pretrained/NAME")
+    p.add_argument("--save-resume-point", action="store_true",
+                   help="copy the run's checkpoint (without the pool) and metrics to scripts/resume/NAME")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from these weights (a new optimizer and pool): a second training phase")
     a = p.parse_args()
@@ -65,11 +97,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     if a.threads:
         torch.set_num_threads(a.threads)
+    run_dir = Path(a.run_dir or f"runs/pretrained/{a.name}")
+    if a.save_resume_point:
+        save_resume_point(run_dir, RESUME / a.name)
+        return
+    restore_resume_point(RESUME / a.name, run_dir)
     dataset = config.dataset
     mnist = dataset == "binarized_mnist"
     data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper
     val = load_dataset(dataset, "test")
-    settings = TrainSettings(run_dir=a.run_dir or f"runs/pretrained/{a.name}", checkpoint_every=50, eval_every=1000,
+    settings = TrainSettings(run_dir=str(run_dir), checkpoint_every=50, eval_every=1000,
                              eval_images=512 if mnist else 64, resume=True, progress=False,
                              max_minutes=a.minutes, init_from=a.init_from)
     train(config, data.images, settings, val_images=val.images)

@@ -1,0 +1,36 @@
+"""scripts/train_pretrained.py: a run's resume point (checkpoint without the pool) restarts it elsewhere."""
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from vnca_tutorial.config import get_preset
+from vnca_tutorial.train import CHECKPOINT, METRICS, TrainSettings, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import train_pretrained  # noqa: E402
+
+
+def test_a_resume_point_drops_the_pool_and_resumes_the_run(tmp_path):
+    cfg = get_preset("mnist_nondoubling_cpu", z_dim=4, hidden=4, encoder_channels=2, batch_size=4, pool_size=8,
+                     min_steps=2, max_steps=3, pool_extra_steps=2)
+    x = (torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    run = tmp_path / "run"
+    train(cfg, x, TrainSettings(run_dir=str(run), n_updates=3, checkpoint_every=3, progress=False))
+    assert any(k.startswith("pool.") for k in load_file(str(run / CHECKPOINT)))
+
+    point = tmp_path / "resume"
+    train_pretrained.save_resume_point(run, point)
+    kept = load_file(str(point / CHECKPOINT))
+    assert not any(k.startswith("pool.") for k in kept)
+    assert any(k.startswith("optim.") for k in kept) and any(k.startswith("model.") for k in kept)
+
+    elsewhere = tmp_path / "elsewhere"                 # a fresh machine: no run, only the resume point
+    train_pretrained.restore_resume_point(point, elsewhere)
+    assert (elsewhere / METRICS).read_text() == (run / METRICS).read_text()
+    model, history = train(cfg, x, TrainSettings(run_dir=str(elsewhere), n_updates=5, resume=True,
+                                                 checkpoint_every=5, progress=False))
+    assert [row["step"] for row in history] == [4, 5]     # it continued from update 3
+    train_pretrained.restore_resume_point(point, elsewhere)   # an existing run is never overwritten
+    assert int(load_file(str(elsewhere / CHECKPOINT))["optim.0.step"].item()) == 5
