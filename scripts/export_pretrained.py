@@ -30,6 +30,27 @@ TRAIN_DATA = {"binarized_mnist": "train+valid (60,000 images, as the paper)",
               "noto_emoji": "the 80% training split (2,656 images, the paper's count)"}
 
 
+def read_phase(run_dir: Path) -> dict:
+    """A training run's metrics rows, its number of updates and its config."""
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    meta = read_metadata(run_dir / "checkpoint.safetensors")
+    return {"run": run_dir, "rows": rows, "updates": int(meta["step"]), "config": json.loads(meta["config"])}
+
+
+def chain_phases(phases: list[dict]) -> list[dict]:
+    """The metrics rows of consecutive phases as one run: each phase's updates and seconds continue the
+    previous phase's (a later phase started from the earlier one's final weights)."""
+    out, updates, seconds = [], 0, 0.0
+    for ph in phases:
+        rows = [r for r in ph["rows"] if int(r["step"]) <= ph["updates"]]
+        out += [{**r, "step": str(int(r["step"]) + updates), "seconds": str(float(r["seconds"]) + seconds)}
+                for r in rows]
+        updates += ph["updates"]
+        seconds += float(rows[-1]["seconds"]) if rows else 0.0
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name")
@@ -40,6 +61,9 @@ def main() -> None:
     p.add_argument("--notes", default="")
     p.add_argument("--trained-on", default=None,
                    help="the CPUs training ran on, if not (only) this machine's: it goes into the card")
+    p.add_argument("--earlier-phase", action="append", default=[], metavar="RUN_DIR",
+                   help="a run whose weights this one started from (train_pretrained.py --init-from): its "
+                        "updates, hours and curve are counted in the card too; give them in order")
     a = p.parse_args()
     run = Path("runs/pretrained") / a.name
     ckpt = run / "checkpoint.safetensors"
@@ -50,8 +74,8 @@ def main() -> None:
     model = load_model(out).eval()                                   # evaluate exactly what ships
     if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
         raise SystemExit(f"{out}: weights overflow {a.dtype}; export with --dtype float32")
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
+    phases = [read_phase(Path(d)) for d in a.earlier_phase] + [read_phase(run)]
+    rows = chain_phases(phases)
     dataset = model.config.dataset
     test = load_dataset(dataset, "test")
     whole = a.images >= len(test)
@@ -66,7 +90,9 @@ def main() -> None:
         "data": {"train": f"{Path(test.source.split(' [')[0]).name} {TRAIN_DATA[dataset]}",
                  "test": f"{f'all {len(test):,}' if whole else f'a fixed-seed random subset of {a.images}'} "
                          "test images"},
-        "updates": int(meta["step"]), "batch_size": model.config.batch_size,
+        "updates": int(rows[-1]["step"]) if rows else int(meta["step"]), "batch_size": model.config.batch_size,
+        "phases": [{"run": str(ph["run"]), "updates": ph["updates"], "config": ph["config"]} for ph in phases]
+        if len(phases) > 1 else None,
         "train_wall_time_hours": round(float(rows[-1]["seconds"]) / 3600, 2) if rows else None,
         "hardware": a.trained_on or f"{cpu_description()}, one torch thread per process",
         "test_bound": {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)},

@@ -34,3 +34,15 @@ def test_a_resume_point_drops_the_pool_and_resumes_the_run(tmp_path):
     assert [row["step"] for row in history] == [4, 5]     # it continued from update 3
     train_pretrained.restore_resume_point(point, elsewhere)   # an existing run is never overwritten
     assert int(load_file(str(elsewhere / CHECKPOINT))["optim.0.step"].item()) == 5
+
+
+def test_the_card_counts_every_training_phase():
+    import export_pretrained
+    first = {"rows": [{"step": "1", "seconds": "2", "val_elbo": ""}, {"step": "2", "seconds": "4", "val_elbo": "-3"},
+                      {"step": "3", "seconds": "9", "val_elbo": ""}],   # logged after the last checkpoint
+             "updates": 2}
+    second = {"rows": [{"step": "1", "seconds": "1", "val_elbo": "-1"}, {"step": "2", "seconds": "3",
+                                                                          "val_elbo": ""}], "updates": 2}
+    rows = export_pretrained.chain_phases([first, second])
+    assert [(int(r["step"]), float(r["seconds"])) for r in rows] == [(1, 2.0), (2, 4.0), (3, 5.0), (4, 7.0)]
+    assert [r["val_elbo"] for r in rows] == ["", "-3", "-1", ""]
