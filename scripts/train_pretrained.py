@@ -101,7 +101,8 @@ def main() -> None:
     if a.save_resume_point:
         save_resume_point(run_dir, RESUME / a.name)
         return
-    restore_resume_point(RESUME / a.name, run_dir)
+    if a.run_dir is None:                  # the resume point belongs to the shipped run, not to ablations
+        restore_resume_point(RESUME / a.name, run_dir)
     dataset = config.dataset
     mnist = dataset == "binarized_mnist"
     data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper

@@ -46,3 +46,23 @@ def test_the_card_counts_every_training_phase():
     rows = export_pretrained.chain_phases([first, second])
     assert [(int(r["step"]), float(r["seconds"])) for r in rows] == [(1, 2.0), (2, 4.0), (3, 5.0), (4, 7.0)]
     assert [r["val_elbo"] for r in rows] == ["", "-3", "-1", ""]
+
+
+def test_an_ablation_in_its_own_run_dir_does_not_start_from_the_shipped_runs_resume_point(tmp_path, monkeypatch):
+    point = tmp_path / "resume" / "mnist_nondoubling_small"
+    point.mkdir(parents=True)
+    (point / CHECKPOINT).write_bytes(b"the shipped run's resume point")
+    (point / METRICS).write_text("step\n")
+    started = []
+    monkeypatch.setattr(train_pretrained, "RESUME", tmp_path / "resume")
+    monkeypatch.setattr(train_pretrained, "load_dataset", lambda *a, **k: type("D", (), {"images": None})())
+    monkeypatch.setattr(train_pretrained, "train", lambda config, images, settings, **k: started.append(settings))
+    monkeypatch.chdir(tmp_path)
+    ablation = tmp_path / "ablation"
+    monkeypatch.setattr(sys, "argv", ["train_pretrained.py", "mnist_nondoubling_small", "--set", "lr=3e-4",
+                                      "--run-dir", str(ablation)])
+    train_pretrained.main()
+    assert started and not (ablation / CHECKPOINT).exists()
+    monkeypatch.setattr(sys, "argv", ["train_pretrained.py", "mnist_nondoubling_small"])
+    train_pretrained.main()                                   # the shipped run itself does resume from it
+    assert (tmp_path / "runs/pretrained/mnist_nondoubling_small" / CHECKPOINT).exists()
