@@ -144,3 +144,41 @@ def test_split_sizes_rejects_non_positive(k, chunk):
 def test_elbo_tuple_fields():
     e = ELBO(torch.zeros(2), torch.ones(2), torch.ones(2))
     assert e._fields == ("elbo", "reconstruction", "kl")
+
+
+# --- against independent computations (issue 17: a wrong KL weight or a dropped - log k must fail) ------
+@torch.no_grad()
+def test_the_elbo_kl_is_the_closed_form_gaussian_kl_at_a_size_where_it_matters(model, x, monkeypatch):
+    mean = torch.linspace(-2.0, 2.0, 4 * TINY.z_dim).view(4, TINY.z_dim)       # (B, Z)
+    log_var = torch.linspace(-3.0, 1.0, 4 * TINY.z_dim).view(4, TINY.z_dim)
+    monkeypatch.setattr(model.encoder, "forward", lambda x: (mean, log_var))
+    # KL(N(m, s^2) || N(0, 1)) = 1/2 sum(m^2 + s^2 - 1 - log s^2), written out independently of torch.distributions
+    want = 0.5 * (mean ** 2 + log_var.exp() - 1.0 - log_var).sum(-1)          # (B,), several nats each
+    assert (want > 1.0).all() and want.sum() > 30.0
+    torch.manual_seed(0)
+    out = model.elbo(x, beta=1.0)
+    torch.testing.assert_close(out.kl, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.elbo, out.reconstruction - want, rtol=1e-5, atol=1e-4)
+    torch.manual_seed(0)
+    loss = model(x, beta=2.5)                                                  # the training loss
+    torch.testing.assert_close(loss, -(out.reconstruction - 2.5 * want).mean(), rtol=1e-5, atol=1e-4)
+
+
+@torch.no_grad()
+def test_the_bound_with_many_samples_matches_log_px_by_quadrature_on_a_one_dimensional_latent():
+    """With z in R^1, log p(x) = log of the integral of p(x|z) N(z; 0, 1) dz is a sum over a fine grid: an
+    exact reference the k-sample bound must approach from below (a dropped - log k is 8.3 nats off)."""
+    cfg = DoublingConfig(z_dim=1, hidden=8, n_blocks=1, n_doublings=2, image_size=8, steps_per_stage=2,
+                         encoder_channels=4)
+    torch.manual_seed(0)
+    m = build_model(cfg)
+    for p in m.decoder.nca.update_net.out.parameters():
+        p.normal_(0, 0.3)                                  # p(x|z) depends strongly on z
+    x = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    z = torch.linspace(-8.0, 8.0, 4001)                    # (G,)
+    log_px_z = torch.stack([m.p_x_given_z(z[:, None]).log_prob(xi.expand(len(z), 1, 8, 8)) for xi in x])
+    log_px = torch.logsumexp(log_px_z + Normal(0.0, 1.0).log_prob(z), dim=1) + math.log(z[1] - z[0])  # (3,)
+    iwae = m.iwae(x, k=4096, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(iwae, log_px, rtol=0.0, atol=0.1)
+    elbo = torch.stack([m.elbo(x).elbo for _ in range(64)]).mean(0)
+    assert (elbo < log_px - 1.0).all()                     # the ELBO is a real bound below it
