@@ -53,3 +53,29 @@ def test_shards_of_other_weights_are_not_counted(tiny):
     assert len(evaluate_pretrained.finished_shards("tiny", 2, 2, results)) == 1
     file.write_text(json.dumps({**record, "sha256": "0" * 64}))       # written for weights that were replaced
     assert evaluate_pretrained.finished_shards("tiny", 2, 2, results) == []
+
+
+WHOLE_SET = [n for n in pretrained.names() if pretrained.card(n)["data"]["test"].startswith("all ")]
+SUBSET = [n for n in pretrained.names() if n not in WHOLE_SET]
+
+
+@pytest.mark.parametrize("name", WHOLE_SET)
+def test_each_whole_test_set_figure_in_a_card_is_its_committed_shards_of_the_shipped_file(name):
+    """card = shards = sha256: the card's bound is recomputed from the per-image bounds committed in
+    benchmarks/results/pretrained_eval/, which count only when written for the shipped file's sha256."""
+    card = pretrained.card(name)
+    k = card["test_bound"]["k"]
+    files = sorted((evaluate_pretrained.RESULTS / name).glob(f"k{k}_shard*_of*.json"))
+    shards = int(files[0].stem.split("_of")[1])
+    result, seconds = evaluate_pretrained.combine(name, k, shards)
+    assert result.n_images == card["test_bound"]["n_images"]
+    assert result.nats == pytest.approx(card["test_bound"]["nats"], abs=1e-6)
+    assert result.stderr == pytest.approx(card["test_bound"]["stderr"], abs=1e-6)
+    assert card["sha256"] == pretrained.sha256(pretrained.HERE / f"{name}.safetensors")
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_a_card_without_a_whole_set_figure_says_so_in_its_data_and_notes(name):
+    card = pretrained.card(name)
+    assert card["test_bound"]["n_images"] < 10_000 and "subset" in card["data"]["test"]
+    assert f"{card['test_bound']['n_images']}" in card["data"]["test"]
