@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:           # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
+from vnca_tutorial.hardware import cpu_description, cpu_flags_and_name  # noqa: E402
 from vnca_tutorial.config import PRESETS, NonDoublingConfig, config_to_dict, get_preset  # noqa: E402
 from vnca_tutorial.model import VNCA, build_model  # noqa: E402
 from vnca_tutorial.nca import NCA, UpdateNetwork  # noqa: E402
@@ -260,19 +261,10 @@ def matmul_rate(dtype: torch.dtype, threads: int, n: int, repeats: int = 3,
 
 
 def cpu_info() -> dict:
-    flags, model = set(), platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-                if line.startswith("model name") and model in ("", "x86_64"):
-                    model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    flags, model = cpu_flags_and_name()
     simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
-    return {"model": model, "logical_cpus": os.cpu_count(), "simd_flags": simd,
-            "has_avx512_bf16": "avx512_bf16" in flags, "has_amx_bf16": "amx_bf16" in flags,
+    return {"model": model, "description": cpu_description(), "logical_cpus": os.cpu_count(),
+            "simd_flags": simd, "has_avx512_bf16": "avx512_bf16" in flags, "has_amx_bf16": "amx_bf16" in flags,
             "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_default_threads": torch.get_num_threads(), "python": platform.python_version()}
 
