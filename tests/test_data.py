@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import urllib.error
 from pathlib import Path
 
@@ -18,17 +19,18 @@ import torch
 
 from vnca_tutorial import data as d
 
-REAL_DIR = Path(d.DEV_DATA_DIR)  # captured before any test patches it
+# the real data, where the environment names it (CI passes the read-only copy in VNCA_DATA_DIR); captured
+# before the fixtures below unset it
+REAL_DIR = Path(os.environ.get("VNCA_DATA_DIR") or "no VNCA_DATA_DIR given")
 HAVE_REAL = (REAL_DIR / d.MNIST_NPZ).is_file()
 
 
 # --------------------------------------------------------------------------- fixtures & writers
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """No user folder, an empty cache in tmp_path, no development copy, no network."""
+    """No user folder, an empty cache in tmp_path, no network."""
     monkeypatch.delenv("VNCA_DATA_DIR", raising=False)
     monkeypatch.setenv("VNCA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(d, "DEV_DATA_DIR", tmp_path / "no_shared_data")
 
     def no_network(url, timeout):
         raise urllib.error.URLError("network disabled in tests")
@@ -199,18 +201,15 @@ def test_unknown_split_raises(tmp_path, mnist_arrays):
 
 
 # --------------------------------------------------------------------------- binarized MNIST: search order
-def test_found_in_cache_then_dev_copy(tmp_path, monkeypatch, isolated, mnist_arrays, caplog):
-    dev = tmp_path / "shared_data"
-    write_mnist_npz(dev, {**mnist_arrays, "train": bits(7, 9)})
-    monkeypatch.setattr(d, "DEV_DATA_DIR", dev)
+def test_found_in_the_cache_and_nowhere_else_unless_named(tmp_path, monkeypatch, isolated, mnist_arrays,
+                                                          caplog):
+    beside = tmp_path.parent / "shared" / "data"     # a folder beside a checkout is not the package's business
+    assert d.default_data_dirs() == [isolated]
+    write_mnist_npz(isolated, mnist_arrays)
     with caplog.at_level(logging.INFO, logger="vnca_tutorial.data"):
         got = d.load_binarized_mnist("train")
-    assert len(got) == 7 and str(dev) in got.source
-    assert str(isolated) in caplog.text and str(dev) in caplog.text  # each attempt is logged
-
-    write_mnist_npz(isolated, mnist_arrays)  # the cache comes first
-    got = d.load_binarized_mnist("train")
     assert len(got) == 20 and str(isolated) in got.source
+    assert str(isolated) in caplog.text and str(beside) not in caplog.text  # each attempt is logged
 
     other = tmp_path / "other_cache"
     write_mnist_npz(other, {**mnist_arrays, "train": bits(5, 8)})
@@ -432,7 +431,7 @@ def test_celeba_plain_files_and_missing(tmp_path):
 
 
 # --------------------------------------------------------------------------- the real shared copy
-@pytest.mark.skipif(not HAVE_REAL, reason=f"no shared data folder at {REAL_DIR} (fine on a user's machine)")
+@pytest.mark.skipif(not HAVE_REAL, reason="VNCA_DATA_DIR names no folder with the real data (CI names one; fine on a user's machine)")
 def test_real_shared_copy(monkeypatch):
     trainval = d.load_binarized_mnist("trainval", data_dir=REAL_DIR)
     assert trainval.images.shape == (60000, 1, 32, 32) and trainval.comparable_with_paper
@@ -451,7 +450,7 @@ def test_real_shared_copy(monkeypatch):
     downloaded = d.load_binarized_mnist("test", pad=False)
     assert ".amat" in downloaded.source and torch.equal(downloaded.images, test.images)
 
-    monkeypatch.setattr(d, "DEV_DATA_DIR", REAL_DIR)  # found without being named
+    monkeypatch.setenv("VNCA_DATA_DIR", str(REAL_DIR))  # found where the environment names it
     assert str(REAL_DIR) in d.load_binarized_mnist("valid").source
 
     if (REAL_DIR / d.EMOJI_NPZ).is_file():

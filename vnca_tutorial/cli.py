@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--updates", type=int, default=None, metavar="N",
                    help="train up to this many updates (default: the config's n_updates)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="folder holding the data set (default: $VNCA_DATA_DIR, the cache, the shared copy); "
+                   help="folder holding the data set (default: $VNCA_DATA_DIR, then the cache); "
                         "required for celeba")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
     p.add_argument("--overwrite", action="store_true", help="start again even if RUN_DIR has a checkpoint")

