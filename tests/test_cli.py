@@ -30,6 +30,36 @@ TINY = ["z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4"]
 TINY_DOUBLING = ["--set", *TINY, "n_blocks=1", "steps_per_stage=2"]      # 15 states
 TINY_NONDOUBLING = ["--set", *TINY, "min_steps=2", "max_steps=4", "pool_size=8"]
 
+T = ["train", "--preset", "mnist_doubling_cpu"]
+# name: (command line, words the error must contain, exit status); none of them may touch a file
+BAD = {
+    "updates_0": (T + ["--updates", "0"], ["--updates", "positive integer", "'0'"], 2),
+    "updates_negative": (T + ["--updates", "-5"], ["--updates", "'-5'"], 2),
+    "checkpoint_every_0": (T + ["--checkpoint-every", "0"], ["--checkpoint-every", "positive"], 2),
+    "eval_every_0": (T + ["--eval-every", "0"], ["--eval-every", "positive"], 2),
+    "eval_images_negative": (T + ["--eval-images", "-1"], ["--eval-images", "positive"], 2),
+    "max_minutes_inf": (T + ["--max-minutes", "inf"], ["--max-minutes", "finite"], 2),
+    "max_minutes_0": (T + ["--max-minutes", "0"], ["--max-minutes", "> 0"], 2),
+    "threads_negative": (T + ["--threads", "-1"], ["--threads", "positive"], 2),
+    "seed_huge": (T + ["--seed", str(2 ** 70)], ["--seed", "2**63"], 2),
+    "lr_negative": (T + ["--set", "lr=-1"], ["lr", "-1"], 1),
+    "lr_nan": (T + ["--set", "lr=nan"], ["lr", "nan"], 1),
+    "lr_huge": (T + ["--set", "lr=1e39"], ["lr", "(0, 1]"], 1),
+    "grad_clip_negative": (T + ["--set", "grad_clip=-1"], ["grad_clip", "> 0"], 1),
+    "beta_nan": (T + ["--set", "beta=nan"], ["beta", "nan"], 1),
+    "n_updates_0": (T + ["--set", "n_updates=0"], ["n_updates", "positive"], 1),
+    "relabel": (T + ["--set", "name=mnist_doubling"], ["--set name", "preset"], 1),
+    "eval_seed_negative": (["eval", "--pretrained", "mnist_doubling_small", "--seed", "-1"], ["--seed", "'-1'"], 2),
+    "eval_k_0": (["eval", "--pretrained", "mnist_doubling_small", "--k", "0"], ["--k", "positive"], 2),
+    "eval_batch_size_0": (["eval", "--pretrained", "mnist_doubling_small", "--batch-size", "0"], ["--batch-size"], 2),
+    "sample_n_0": (["sample", "--pretrained", "mnist_doubling_small", "--n", "0"], ["--n", "positive"], 2),
+    "grow_fps_nan": (["grow", "--pretrained", "mnist_doubling_small", "--fps", "nan"], ["--fps", "finite"], 2),
+    "grow_steps_0": (["grow", "--pretrained", "mnist_nondoubling_small", "--steps", "0"], ["--steps"], 2),
+    "damage_at_step_negative": (["damage", "--pretrained", "mnist_nondoubling_small", "--at-step", "-3"],
+                                ["--at-step", ">= 0"], 2),
+}
+BAD_VALUES = {name: cmd for name, (cmd, _, _) in BAD.items()}
+
 DRIVER = r'''
 import contextlib, io, json, os, runpy, sys, traceback
 calls_path, results_path = sys.argv[1], sys.argv[2]
@@ -166,7 +196,7 @@ def cli(tmp_path_factory):
         ("set_state_bound", ["train", "--preset", "mnist_nondoubling_cpu", "--set", "state_bound=-1"]),
         ("set_kl_warmup", ["train", "--preset", "mnist_doubling_cpu", "--set", "kl_warmup=-5"]),
         ("diverged", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r6"), "--updates", "6",
-                      "--checkpoint-every", "1", "--threads", "1", *TINY_DOUBLING, "lr=1e30"]),
+                      "--checkpoint-every", "1", "--threads", "1", *TINY_DOUBLING, "lr=1"]),
         ("no_cuda", ["sample", "--preset", "mnist_doubling_cpu", "--device", "cuda"]),
         ("no_mps", ["sample", "--preset", "mnist_doubling_cpu", "--device", "mps"]),
         ("baseline_has_no_growth", ["grow", "--preset", "mnist_baseline_cpu", "--set", "z_dim=8",
@@ -177,6 +207,9 @@ def cli(tmp_path_factory):
         ("bad_suffix", ["grow", "--checkpoint", ck, "--n", "1", "--out", str(tmp / "growth.png")]),
         ("square_on_doubling", ["damage", "--checkpoint", ck, "--kind", "square"]),
         ("at_step_out_of_range", ["damage", "--checkpoint", ck, "--at-step", "999"]),
+        # bad numbers (issue 17): each refused before any work, in one line
+        *[(f"bad_{name}", [*cmd, "--run-dir", str(tmp / "never" / name)] if cmd[0] == "train" else cmd)
+          for name, cmd in BAD_VALUES.items()],
         # argparse errors: one line too, exit status 2
         ("no_command", []),
         ("unknown_option", ["train", "--preset", "mnist_doubling_cpu", "--bogus"]),
@@ -412,6 +445,13 @@ def test_missing_devices(cli):
                                           ("both_sources", "not allowed")])
 def test_command_line_errors_are_one_line(cli, name, needle):
     assert_error(cli["r"][name], needle, rc=2)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_flag_values_are_refused_in_one_line_before_any_work(cli, name):
+    _, needles, rc = BAD[name]
+    assert_error(cli["r"][f"bad_{name}"], *needles, rc=rc)
+    assert not (cli["tmp"] / "never").exists()                  # no run folder made, nothing written
 
 
 # --- real processes -------------------------------------------------------------------------------

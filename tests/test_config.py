@@ -72,6 +72,10 @@ def test_doubling_config_accepts_matching_sizes():
     (dict(likelihood="dlogistic", image_channels=1), "image_channels"),
     (dict(z_dim=0), "z_dim"),
     (dict(hidden=-1), "hidden"),
+    (dict(lr=0.0), "lr"), (dict(lr=-1e-3), "lr"), (dict(lr=float("nan")), "lr"), (dict(lr=1e39), "lr"),
+    (dict(grad_clip=0.0), "grad_clip"), (dict(grad_clip=-1.0), "grad_clip"), (dict(grad_clip=float("inf")), "grad_clip"),
+    (dict(beta=-1.0), "beta"), (dict(beta=float("nan")), "beta"),
+    (dict(n_updates=0), "n_updates"),
 ])
 def test_invalid_common_fields_raise(changes, field):
     with pytest.raises(ValueError, match=field):

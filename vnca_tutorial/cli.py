@@ -81,6 +81,34 @@ def _parse_bool(text: str) -> bool:
 _PARSERS = {"int": int, "float": float, "bool": _parse_bool, "str": str}
 
 
+# --- flag values: argparse turns the ValueError of these into "vnca <cmd>: error: argument --x: ..." ---
+def _number(kind: type, low: float, what: str):
+    """An argparse type: a finite ``kind`` >= ``low`` (what: how the error names the allowed values)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what           # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 1, "a positive integer")
+non_negative_int = _number(int, 0, "an integer >= 0")
+positive_float = _number(float, 1e-300, "a finite number > 0")
+
+
+def seed_value(text: str) -> int:
+    """A random seed: an integer in [0, 2**63)."""
+    value = non_negative_int(text)
+    if value >= 2 ** 63:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63), got {text!r}")
+    return value
+
+
 def parse_overrides(items: list[str], config_type: type) -> dict:
     """``["z_dim=16", "lr=1e-3"]`` -> {"z_dim": 16, "lr": 0.001}, typed from ``config_type``'s fields."""
     fields = {f.name: f for f in dataclasses.fields(config_type)}
@@ -90,6 +118,9 @@ def parse_overrides(items: list[str], config_type: type) -> dict:
         key = key.strip()
         if not sep or not key:
             raise CLIError(f"--set {item!r}: expected key=value, e.g. --set z_dim=16")
+        if key == "name":
+            raise CLIError("--set name: a model keeps its preset's name (checkpoints record it with the "
+                           "whole config); choose another --preset, or change fields and give a --run-dir")
         if key not in fields:
             raise CLIError(f"--set {key}: {config_type.__name__} has no field {key!r}; its fields are: "
                            f"{', '.join(fields)}")
@@ -473,8 +504,8 @@ def cmd_damage(args) -> int:
 # --------------------------------------------------------------------------- the parser
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where to run (default: cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--seed", type=seed_value, default=0, help="random seed (default: 0)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors; no progress bar")
 
 
@@ -514,19 +545,19 @@ def build_parser() -> argparse.ArgumentParser:
                            f"presets: {presets}"))
     p.add_argument("--preset", required=True, metavar="NAME", help="which model and data set")
     p.add_argument("--run-dir", metavar="DIR", default=None, help="output folder (default: runs/PRESET)")
-    p.add_argument("--updates", type=int, default=None, metavar="N",
+    p.add_argument("--updates", type=positive_int, default=None, metavar="N",
                    help="train up to this many updates (default: the config's n_updates)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding the data set (default: $VNCA_DATA_DIR, then the cache); "
                         "required for celeba")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
     p.add_argument("--overwrite", action="store_true", help="start again even if RUN_DIR has a checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="updates between checkpoints (default: 100)")
-    p.add_argument("--eval-every", type=int, default=500, metavar="N",
+    p.add_argument("--checkpoint-every", type=positive_int, default=100, metavar="N", help="updates between checkpoints (default: 100)")
+    p.add_argument("--eval-every", type=positive_int, default=500, metavar="N",
                    help="updates between validation ELBOs and image grids (default: 500)")
-    p.add_argument("--eval-images", type=int, default=256, metavar="N",
+    p.add_argument("--eval-images", type=positive_int, default=256, metavar="N",
                    help="size of the (random, fixed) validation subset of the test split (default: 256)")
-    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+    p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                    help="stop with a checkpoint after this much wall time (resume to continue)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
                    help="override config fields, typed from the config, e.g. --set z_dim=32 lr=1e-3")
@@ -540,11 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "example:\n  vnca eval --checkpoint runs/mnist_doubling_cpu/checkpoint.safetensors "
                            "--k 128 --images 1000 --json eval.json"))
     _add_model_options(p, untrained=False)
-    p.add_argument("--k", type=int, default=128, help="importance samples per image (default: 128)")
-    p.add_argument("--images", type=int, default=None, metavar="N",
+    p.add_argument("--k", type=positive_int, default=128, help="importance samples per image (default: 128)")
+    p.add_argument("--images", type=positive_int, default=None, metavar="N",
                    help="a random subset (fixed by --seed) of N test images (default: all; with --pretrained, "
                         "the images of the model card, so that the command reproduces its figure)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images evaluated at a time (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="images evaluated at a time (default: 8)")
     p.add_argument("--data-dir", metavar="DIR", default=None, help="folder holding the data set")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON")
     p.add_argument("--resume-file", metavar="FILE", default=None,
@@ -558,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  vnca sample --checkpoint runs/mnist_doubling_cpu/checkpoint.safetensors --n 64 "
         "--out samples.png"))
     _add_model_options(p)
-    p.add_argument("--n", type=int, default=64, help="number of samples (default: %(default)s)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default: %(default)s)")
     p.add_argument("--out", default="samples.png", metavar="PNG", help="output image (default: samples.png)")
     _add_common(p)
     p.set_defaults(func=cmd_sample)
@@ -571,10 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "example:\n  vnca grow --checkpoint runs/mnist_doubling_cpu/checkpoint.safetensors "
                            "--n 8 --out growth.gif"))
     _add_model_options(p)
-    p.add_argument("--n", type=int, default=8, help="number of samples (default: %(default)s)")
+    p.add_argument("--n", type=positive_int, default=8, help="number of samples (default: %(default)s)")
     p.add_argument("--out", default="growth.gif", metavar="GIF", help="output .gif (or .mp4 with imageio-ffmpeg; default: %(default)s)")
-    p.add_argument("--fps", type=float, default=12.0, help="frames per second (default: 12)")
-    p.add_argument("--steps", type=int, default=None, help="NCA steps (non-doubling model; default max_steps)")
+    p.add_argument("--fps", type=positive_float, default=12.0, help="frames per second (default: 12)")
+    p.add_argument("--steps", type=positive_int, default=None, help="NCA steps (non-doubling model; default max_steps)")
     _add_common(p)
     p.set_defaults(func=cmd_grow)
 
@@ -586,16 +617,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "example:\n  vnca damage --checkpoint runs/mnist_doubling_cpu/checkpoint.safetensors "
                            "--at-step 30 --kind right-half --out damage.gif"))
     _add_model_options(p)
-    p.add_argument("--n", type=int, default=8, help="number of samples (default: %(default)s)")
-    p.add_argument("--at-step", type=int, default=None, metavar="T",
+    p.add_argument("--n", type=positive_int, default=8, help="number of samples (default: %(default)s)")
+    p.add_argument("--at-step", type=non_negative_int, default=None, metavar="T",
                    help="damage the state with this index (default: doubling, the last doubling; "
                         "non-doubling, max_steps)")
     p.add_argument("--kind", choices=("right-half", "square"), default=None,
                    help="what to zero (default: right-half for doubling, square for non-doubling)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="total NCA steps (non-doubling model; default at-step + max_steps)")
     p.add_argument("--out", default="damage.gif", metavar="GIF", help="output .gif (or .mp4 with imageio-ffmpeg; default: %(default)s)")
-    p.add_argument("--fps", type=float, default=12.0, help="frames per second (default: 12)")
+    p.add_argument("--fps", type=positive_float, default=12.0, help="frames per second (default: 12)")
     _add_common(p)
     p.set_defaults(func=cmd_damage)
     return parser

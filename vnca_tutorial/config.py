@@ -7,6 +7,7 @@ visibly in minutes on two cores. Explained in chapter 2 (book/02_doubling.md) an
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 LIKELIHOODS = ("bernoulli", "dlogistic")
@@ -26,8 +27,16 @@ def _check_common(cfg) -> None:
             raise ValueError(f"{field} must be a positive integer, got {getattr(cfg, field)!r}")
     if not isinstance(cfg.kl_warmup, int) or cfg.kl_warmup < 0:
         raise ValueError(f"kl_warmup is a number of updates and must be an integer >= 0, got {cfg.kl_warmup!r}")
-    if cfg.beta < 0:
-        raise ValueError(f"beta weights the KL term and must be >= 0, got {cfg.beta}")
+    if not (math.isfinite(cfg.beta) and cfg.beta >= 0):
+        raise ValueError(f"beta weights the KL term and must be a finite number >= 0, got {cfg.beta}")
+    if not (math.isfinite(cfg.lr) and 0 < cfg.lr <= 1):
+        raise ValueError(f"lr is Adam's learning rate and must lie in (0, 1], got {cfg.lr} (the presets use "
+                         f"1e-4 to 1e-3)")
+    if not (math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0):
+        raise ValueError(f"grad_clip is the largest gradient norm and must be a finite number > 0, got "
+                         f"{cfg.grad_clip}")
+    if not isinstance(cfg.n_updates, int) or cfg.n_updates < 1:
+        raise ValueError(f"n_updates must be a positive integer, got {cfg.n_updates!r}")
     if getattr(cfg, "n_blocks", 0) < 0:
         raise ValueError(f"n_blocks must be >= 0, got {cfg.n_blocks}")
     if cfg.z_dim < cfg.n_likelihood_channels:
