@@ -207,6 +207,11 @@ def cli(tmp_path_factory):
         ("bad_suffix", ["grow", "--checkpoint", ck, "--n", "1", "--out", str(tmp / "growth.png")]),
         ("square_on_doubling", ["damage", "--checkpoint", ck, "--kind", "square"]),
         ("at_step_out_of_range", ["damage", "--checkpoint", ck, "--at-step", "999"]),
+        # outputs checked before any work: never onto an input, never a folder or an unwritable suffix
+        ("json_onto_checkpoint", ["eval", "--checkpoint", ck, "--json", ck, "--k", "2"]),
+        ("grow_onto_checkpoint", ["grow", "--checkpoint", ck, "--out", ck]),
+        ("sample_bad_suffix", ["sample", "--checkpoint", ck, "--out", str(tmp / "samples.xyz")]),
+        ("sample_into_folder", ["sample", "--checkpoint", ck, "--out", str(tmp)]),
         # bad numbers (issue 17): each refused before any work, in one line
         *[(f"bad_{name}", [*cmd, "--run-dir", str(tmp / "never" / name)] if cmd[0] == "train" else cmd)
           for name, cmd in BAD_VALUES.items()],
@@ -445,6 +450,15 @@ def test_missing_devices(cli):
                                           ("both_sources", "not allowed")])
 def test_command_line_errors_are_one_line(cli, name, needle):
     assert_error(cli["r"][name], needle, rc=2)
+
+
+def test_outputs_are_checked_before_any_work_and_never_overwrite_an_input(cli):
+    r = cli["r"]
+    assert_error(r["json_onto_checkpoint"], "--json", "input", "overwritten")
+    assert_error(r["grow_onto_checkpoint"], "--out", "input", "overwritten")
+    assert_error(r["sample_bad_suffix"], ".xyz", ".png")
+    assert_error(r["sample_into_folder"], "folder")
+    assert not (cli["tmp"] / "samples.xyz").exists()
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

@@ -144,6 +144,22 @@ def _config(preset: str, overrides: list[str] | None):
         raise CLIError(f"invalid config for preset {preset!r}: {e}") from None
 
 
+def _check_output(out: str, flag: str, inputs: list[str | None], suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse, before any work, an output that is a folder, has a suffix we cannot write, or is one of
+    the command's inputs (never overwrite what the user had: ``--json`` onto the checkpoint it evaluates)."""
+    path = Path(out)
+    if path.is_dir():
+        raise CLIError(f"{flag} {out}: is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise CLIError(f"{flag} {out}: cannot write a {path.suffix or 'suffix-less'} file; use "
+                       f"{' or '.join(suffixes)}")
+    for source in filter(None, inputs):
+        if Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise CLIError(f"{flag} {out}: is an input of this command ({source}) and would be overwritten; "
+                           "choose another file")
+    return path
+
+
 def _write(path: Path, what: str, write) -> Path:
     """Run ``write(path)``; a folder that cannot be written becomes a CLIError."""
     try:
@@ -295,8 +311,9 @@ def _growth_frames(model, state_lists: list[list[torch.Tensor]], schedule, n: in
     return frames
 
 
-def _check_animation(out: Path, fps: float) -> None:
+def _check_animation(out: Path, fps: float, inputs: list[str | None] = ()) -> None:
     """Refuse, before any work, an animation that cannot be written."""
+    _check_output(str(out), "--out", list(inputs))
     if fps <= 0:
         raise CLIError(f"--fps must be positive, got {fps}")
     suffix = out.suffix.lower()
@@ -379,6 +396,8 @@ def _card_bound(name: str | None) -> dict | None:
 def cmd_eval(args) -> int:
     from .data import random_indices
     from .evaluate import ResumeFileMismatch, evaluate_bound
+    if args.json:
+        _check_output(args.json, "--json", [args.checkpoint, args.resume_file])
     model = _model(args, allow_untrained=False)
     config = model.config
     if args.k < 1 or args.batch_size < 1:
@@ -427,6 +446,7 @@ def cmd_eval(args) -> int:
 
 def cmd_sample(args) -> int:
     from .viz import save_grid
+    _check_output(args.out, "--out", [args.checkpoint], suffixes=(".png",))
     model = _model(args, allow_untrained=True)
     z = _latents(model, args.n, args.seed)
     with torch.no_grad():
@@ -444,7 +464,7 @@ def _latents(model, n: int, seed: int) -> torch.Tensor:
 
 
 def cmd_grow(args) -> int:
-    _check_animation(Path(args.out), args.fps)
+    _check_animation(Path(args.out), args.fps, [args.checkpoint])
     model = _model(args, allow_untrained=True)
     _require_growth(model, "grow")
     z = _latents(model, args.n, args.seed)
@@ -470,7 +490,7 @@ def _step_kwargs(model, steps: int | None) -> dict:
 
 def cmd_damage(args) -> int:
     from .damage import as_hook, damage_random_square, damage_right_half
-    _check_animation(Path(args.out), args.fps)
+    _check_animation(Path(args.out), args.fps, [args.checkpoint])
     model = _model(args, allow_untrained=True)
     _require_growth(model, "damage")
     kind = args.kind or ("right-half" if model.doubling else "square")
