@@ -228,6 +228,26 @@ def test_metrics_csv_columns(tmp_path):
     assert (tmp_path / "samples_0000002.png").exists() and (tmp_path / "config.json").exists()
 
 
+def test_a_resume_keeps_metrics_csv_whole_even_if_killed_while_rewriting_it(tmp_path, monkeypatch):
+    path = tmp_path / METRICS
+    fields = MetricsLog.FIELDS
+    lines = [",".join(fields)] + [f"{i},1.0,-1.0,0.0,,{i}.5" for i in range(1, 101)]
+    path.write_text("\n".join(lines) + "\n6")                    # a last line cut short by a kill
+    log = MetricsLog(tmp_path, resume_step=60)                     # resuming from the checkpoint at 60
+    log.close()
+    rows = read_rows(tmp_path)
+    assert [int(r["step"]) for r in rows] == list(range(1, 61)) and log.seconds_before == 60.5
+
+    path.write_text("\n".join(lines) + "\n")
+    def killed(src, dst):                                           # the process dies inside the rewrite
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ckpt.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        MetricsLog(tmp_path, resume_step=60)
+    assert len(read_rows(tmp_path)) == 100                          # the old file is untouched
+    assert not list(tmp_path.glob(f".{METRICS}.*"))                 # and no temporary file is left
+
+
 # --- batches --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [24, 27])
 def test_batch_indices_shard_ranks_and_permute_each_epoch(n):

@@ -155,21 +155,34 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, resume_step: int) -> None:
         self.path = run_dir / METRICS
-        rows = []
-        if self.path.exists() and resume_step > 0:
-            with open(self.path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        rows = self._rows_up_to(resume_step) if self.path.exists() and resume_step > 0 else []
         # wall time already spent before a resume, so that "seconds" counts the whole run
         self.seconds_before = float(rows[-1]["seconds"]) if rows and rows[-1]["seconds"] else 0.0
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+
+        def rewrite(tmp: str) -> None:    # atomically: a kill during the rewrite leaves the old file
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, self.FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        atomic_write(self.path, rewrite)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         except Exception:  # tensorboard is optional
             self.tb = None
+
+    def _rows_up_to(self, step: int) -> list[dict]:
+        """The rows of updates <= step; a last line cut short by a kill is dropped."""
+        rows = []
+        with open(self.path, newline="") as f:
+            for r in csv.DictReader(f):
+                try:
+                    if int(r["step"]) <= step and r.get("seconds") is not None:
+                        float(r["seconds"] or 0.0)
+                        rows.append(r)
+                except (TypeError, ValueError):
+                    continue
+        return rows
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
