@@ -323,3 +323,13 @@ def test_init_from_refuses_another_architecture(tmp_path):
     with pytest.raises(CheckpointError, match="another architecture"):
         train(nondoubling(hidden=16), binary_images(8),
               settings(tmp_path / "b", n_updates=1, init_from=str(tmp_path / "a" / CHECKPOINT)))
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    from vnca_tutorial.train import RunDirLock
+    with RunDirLock(tmp_path):
+        with pytest.raises(CheckpointError, match="another training run"):
+            train(doubling(), binary_images(8), settings(tmp_path, n_updates=1))
+        assert not (tmp_path / METRICS).exists()                  # it wrote nothing
+    train(doubling(), binary_images(8), settings(tmp_path, n_updates=1))   # free again afterwards
+    assert len(read_rows(tmp_path)) == 1

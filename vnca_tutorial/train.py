@@ -246,10 +246,46 @@ def train(config: ModelConfig, images: Tensor, settings: TrainSettings | None = 
             dist.destroy_process_group()
 
 
+class RunDirLock:
+    """An exclusive lock on a run folder while one training process writes into it (POSIX flock; a
+    no-op where fcntl does not exist). A second run into the same folder stops with a clear error
+    instead of interleaving metrics.csv and checkpoints. Released when the process ends, even by kill -9."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.file = None
+
+    def __enter__(self) -> "RunDirLock":
+        try:
+            import fcntl
+        except ImportError:             # Windows: no lock
+            return self
+        self.file = open(self.path, "a")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise CheckpointError(f"another training run is writing into {self.path.parent}; wait for it "
+                                  "to finish, or choose another run folder") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()           # closing releases the lock
+
+
 def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Tensor | None,
            rank: int, world: int, device: str):
     run_dir = Path(s.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        with RunDirLock(run_dir):
+            return _train_locked(config, images, s, val_images, rank, world, device, run_dir)
+    return _train_locked(config, images, s, val_images, rank, world, device, run_dir)
+
+
+def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Tensor | None,
+                  rank: int, world: int, device: str, run_dir: Path):
     torch.manual_seed(s.seed + rank)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
