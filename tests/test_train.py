@@ -99,6 +99,20 @@ def test_resume_gives_the_uninterrupted_run(tmp_path, make_config):
         assert t_whole["pool.states"].shape[0] == cfg.pool_size
 
 
+@pytest.mark.parametrize("make_config", [doubling, nondoubling], ids=["doubling", "nondoubling_pool"])
+def test_a_run_stopped_between_validations_resumes_into_the_uninterrupted_run(tmp_path, make_config):
+    """Stopped by --updates 4 with eval_every 3, the stopped run validates at update 4 and the whole run does
+    not: validation must leave the training random stream alone for the weights to agree."""
+    cfg = make_config()
+    x, val = binary_images(12), binary_images(4, seed=1)
+    whole, _ = train(cfg, x, settings(tmp_path / "whole", n_updates=6), val_images=val)
+    train(cfg, x, settings(tmp_path / "split", n_updates=4), val_images=val)
+    assert read_rows(tmp_path / "split")[3]["val_elbo"] != ""          # the forced last validation
+    resumed, _ = train(cfg, x, settings(tmp_path / "split", n_updates=6, resume=True), val_images=val)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_checkpoint_of_another_config_refuses_to_resume(tmp_path):
     x = binary_images(8)
     train(doubling(), x, settings(tmp_path, n_updates=2))

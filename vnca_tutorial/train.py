@@ -385,7 +385,17 @@ def _non_finite_error(e: ValueError) -> bool:
 
 
 def _validate(model, val: Tensor, run_dir: Path, step: int, row: dict) -> str | None:
-    """Validation ELBO into ``row`` and image grids; a description of the problem if it is NaN."""
+    """Validation ELBO into ``row`` and image grids; a description of the problem if it is NaN.
+
+    It draws from its own seeded random stream (the training stream is saved and restored around it), so
+    a run that validates at other updates, e.g. one stopped early and resumed, trains exactly the same."""
+    on_gpu = model.device.type == "cuda"
+    with torch.random.fork_rng(devices=[model.device] if on_gpu else []):
+        torch.manual_seed(step)
+        return _validate_unseeded(model, val, run_dir, step, row)
+
+
+def _validate_unseeded(model, val: Tensor, run_dir: Path, step: int, row: dict) -> str | None:
     try:
         row["val_elbo"] = evaluate_elbo(model, val)
         if not math.isfinite(row["val_elbo"]):
