@@ -228,6 +228,35 @@ def test_checkpoints_are_atomic_and_corruption_is_reported(tmp_path, monkeypatch
         train(cfg, binary_images(8), settings(run, n_updates=4, resume=True))
 
 
+def test_a_flipped_byte_or_edited_metadata_in_a_checkpoint_is_reported_not_used(tmp_path):
+    import json
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    run = tmp_path / "run"
+    train(doubling(), binary_images(8), settings(run, n_updates=2))
+    path = run / CHECKPOINT
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10                                             # one bit of the last tensor's bytes
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    for load in (load_model, lambda p: train(doubling(), binary_images(8),
+                                             settings(p.parent, n_updates=4, resume=True))):
+        (tmp_path / CHECKPOINT).write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="corrupt"):
+            load(flipped if load is load_model else tmp_path / CHECKPOINT)
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    config = json.loads(meta["config"])
+    meta["config"] = json.dumps({**config, "hidden": 200_000})  # claims a model of ~10 GB of weights
+    del meta["tensors_sha256"]                                   # as an older file without the hash
+    edited = tmp_path / "edited.safetensors"
+    save_file(tensors, str(edited), metadata=meta)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(edited)
+
+
 def test_metrics_csv_columns(tmp_path):
     train(doubling(), binary_images(8), settings(tmp_path, n_updates=4, eval_every=2),
           val_images=binary_images(4, seed=1))

@@ -7,6 +7,7 @@ Explained in chapter 10 (book/10_scaling.md).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -82,7 +83,19 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: Mod
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().cpu().contiguous()
     meta.update({k: json.dumps(v) for k, v in (extra_meta or {}).items()})
+    meta["tensors_sha256"] = tensors_sha256(tensors)
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: written into each checkpoint
+    and checked when it is loaded, so that a flipped byte is reported instead of silently trained on."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _stored(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -114,6 +127,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
         config = config_from_dict(json.loads(meta["config"]))
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} could not be loaded: {e}") from None
+    if "tensors_sha256" in meta and tensors_sha256(tensors) != meta["tensors_sha256"]:
+        raise CheckpointError(f"{path} is corrupt: its tensors do not match the sha256 written with them; "
+                              "use an earlier copy or train again")
     return config, tensors, meta
 
 
@@ -135,6 +151,13 @@ def load_model(path: str | os.PathLike, expected_preset: str | None = None,
     config, tensors, meta = load_checkpoint(path)
     if expected_preset is not None and config.name != expected_preset:
         raise CheckpointError(f"{path} holds a {config.name!r} model, not {expected_preset!r}")
+    with torch.device("meta"):          # check the sizes before allocating what the metadata claims
+        wanted = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in model_state(tensors).items()}
+    if wanted != found:
+        bad = sorted(set(wanted) ^ set(found)) or [k for k in wanted if wanted[k] != found[k]]
+        raise CheckpointError(f"{path}: its weights do not fit the {config.name!r} model its metadata "
+                              f"describes (first mismatch: {bad[0]}); the file is corrupt or was edited")
     model = build_model(config)
     try:
         model.load_state_dict(model_state(tensors))
