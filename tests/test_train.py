@@ -116,10 +116,43 @@ def test_a_run_stopped_between_validations_resumes_into_the_uninterrupted_run(tm
 def test_checkpoint_of_another_config_refuses_to_resume(tmp_path):
     x = binary_images(8)
     train(doubling(), x, settings(tmp_path, n_updates=2))
-    with pytest.raises(CheckpointError, match="another config"):
-        train(doubling(lr=0.0123), x, settings(tmp_path, n_updates=4, resume=True))
+    with pytest.raises(CheckpointError, match="another config.*beta"):
+        train(doubling(beta=2.0), x, settings(tmp_path, n_updates=4, resume=True))
     with pytest.raises(CheckpointError, match="another config"):
         train(nondoubling(), x, settings(tmp_path, n_updates=4, resume=True))
+
+
+def test_a_resume_may_lower_the_learning_rate_and_then_uses_it(tmp_path, monkeypatch):
+    """The divergence message advises a lower learning rate: resuming with one is allowed."""
+    x = binary_images(8)
+    train(doubling(), x, settings(tmp_path, n_updates=2))
+    seen = []
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step",
+                        lambda self, *a, **k: (seen.append(self.param_groups[0]["lr"]), real_step(self, *a, **k))[1])
+    train(doubling(lr=1e-5), x, settings(tmp_path, n_updates=3, resume=True))
+    assert seen == [1e-5]
+
+
+def test_checkpoints_that_cannot_be_resumed_say_why(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    x = binary_images(8)
+    model, _ = train(doubling(), x, settings(tmp_path / "run", n_updates=2))
+    weights_only = tmp_path / "weights" / CHECKPOINT
+    ckpt.save_checkpoint(weights_only, model, doubling(), 2)              # no optimizer: weights only
+    with pytest.raises(CheckpointError, match="weights only"):
+        train(doubling(), x, settings(weights_only.parent, n_updates=4, resume=True))
+    path = tmp_path / "run" / CHECKPOINT
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    for key, value in [("step", "two"), ("optim.param_groups", "{not json")]:
+        bad = tmp_path / key / CHECKPOINT
+        bad.parent.mkdir()
+        save_file(tensors, str(bad), metadata={**meta, key: value})
+        with pytest.raises(CheckpointError, match="damaged training metadata"):
+            train(doubling(), x, settings(bad.parent, n_updates=4, resume=True))
 
 
 # --- divergence -----------------------------------------------------------------------------------

@@ -197,15 +197,37 @@ class MetricsLog:
             self.tb.close()
 
 
+# fields that a resume may change: they steer the optimiser, not the model or the data order
+RESUMABLE_CHANGES = ("lr", "grad_clip", "n_updates")
+
+
 def _resume(path: Path, config: ModelConfig, model, optimizer, pool, rank: int = 0,
             device: str = "cpu", seed: int = 0) -> int:
     saved, tensors, meta = load_checkpoint(path)
-    if config_to_dict(saved) != config_to_dict(config):
-        raise CheckpointError(f"{path} was written for preset {saved.name!r} with another config; "
-                              f"use a new run directory or the same preset ({config.name!r})")
+    before, now = config_to_dict(saved), config_to_dict(config)
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if set(changed) - set(RESUMABLE_CHANGES):
+        raise CheckpointError(f"{path} was written for preset {saved.name!r} with another config "
+                              f"({', '.join(changed)} differ); use a new run directory or the same preset "
+                              f"({config.name!r}); only {', '.join(RESUMABLE_CHANGES)} may change on a resume")
+    try:
+        step = int(meta["step"])
+        state = optimizer_state(tensors, meta)
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} has damaged training metadata ({type(e).__name__}: {e}); it cannot "
+                              "be resumed") from None
+    if state is None:
+        raise CheckpointError(f"{path} holds weights only (no optimizer state): it cannot be resumed; "
+                              "start a new run (TrainSettings.init_from starts from its weights)")
     model.load_state_dict(model_state(tensors))
-    optimizer.load_state_dict(optimizer_state(tensors, meta))
-    step = int(meta["step"])
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: its optimizer state does not fit this model ({e})") from None
+    for group in optimizer.param_groups:          # a changed lr applies from here on
+        group["lr"] = config.lr
+    if changed:
+        log.info("resuming with %s changed", ", ".join(f"{k} {before.get(k)} -> {now.get(k)}" for k in changed))
     suffix = "" if rank == 0 else f".rank{rank}"
     if "rng.torch" + suffix in tensors:
         torch.set_rng_state(tensors["rng.torch" + suffix])
