@@ -409,3 +409,47 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp
         assert not (tmp_path / METRICS).exists()                  # it wrote nothing
     train(doubling(), binary_images(8), settings(tmp_path, n_updates=1))   # free again afterwards
     assert len(read_rows(tmp_path)) == 1
+
+
+# --- paths that ran untested (issue 17) -----------------------------------------------------------
+def test_max_minutes_stops_with_a_checkpoint_that_resumes(tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 30))                     # each call of time.time() is 30 s later
+    monkeypatch.setattr("vnca_tutorial.train.time.time", lambda: float(next(clock)))
+    _, history = train(doubling(), binary_images(8), settings(tmp_path, n_updates=50, max_minutes=1.0,
+                                                               checkpoint_every=100))
+    assert 1 <= len(history) < 50                          # stopped early ...
+    assert int(read_metadata(tmp_path / CHECKPOINT)["step"]) == len(history)   # ... with a checkpoint
+
+
+def test_a_nan_validation_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import vnca_tutorial.train as T
+    monkeypatch.setattr(T, "evaluate_elbo", lambda model, images, batch_size=64: float("nan"))
+    with pytest.raises(TrainingDiverged, match="validation ELBO became nan after update 3"):
+        train(doubling(), binary_images(8), settings(tmp_path, n_updates=6, eval_every=3, checkpoint_every=1),
+              val_images=binary_images(4, seed=1))
+    assert int(read_metadata(tmp_path / CHECKPOINT)["step"]) == 2   # the checkpoint of update 3 not written
+
+
+def test_load_or_train_falls_back_to_a_short_run_when_nothing_is_shipped(monkeypatch):
+    from vnca_tutorial import pretrained
+    monkeypatch.setattr(pretrained, "names", lambda: [])
+    model, how = pretrained.load_or_train("mnist_doubling_small", fallback_updates=2,
+                                          images=binary_images(64))
+    assert "trained 'mnist_doubling_cpu' for 2 updates" in how and not model.training
+
+
+def test_a_whole_model_trains_with_bf16_autocast(tmp_path):
+    model, history = train(doubling(bf16=True), binary_images(8), settings(tmp_path, n_updates=3))
+    assert len(history) == 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in history)
+    assert all(p.dtype == torch.float32 for p in model.parameters())   # autocast: weights stay float32
+
+
+def test_a_vnca_with_a_logistic_mixture_of_several_components_trains_and_bounds(tmp_path):
+    cfg = get_preset("noto_doubling_cpu", z_dim=32, hidden=8, n_blocks=1, steps_per_stage=1, n_mix=3,
+                     encoder_channels=4, batch_size=2, image_size=16, n_doublings=3)
+    x = torch.randint(0, 256, (4, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    model, history = train(cfg, x, settings(tmp_path, n_updates=2))
+    assert len(history) == 2
+    with torch.no_grad():
+        assert model.p_x_given_z(torch.zeros(1, 32)).log_prob(x[:1].float()).isfinite().all()
+        assert model.iwae(x[:2].float(), k=3).isfinite().all()
