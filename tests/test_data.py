@@ -457,3 +457,17 @@ def test_real_shared_copy(monkeypatch):
         train, etest = d.load_noto_emoji("train"), d.load_noto_emoji("test")
         assert (len(train), len(etest)) == (2656, 664)  # the paper's 2656 training emoji
         assert train.images.shape[1:] == (3, 64, 64) and train.images.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_damaged_byte_inside_the_npz_is_a_clear_error(tmp_path, mnist_arrays, compressed):
+    path = write_mnist_npz(tmp_path / "data", mnist_arrays)
+    if compressed:
+        with np.load(path) as z:
+            np.savez_compressed(path, **{k: z[k] for k in z.files})
+    data = bytearray(path.read_bytes())
+    at = 60 if compressed else data.index(b"NUMPY") + 200        # inside the first array's bytes
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"corrupt .*binarized_mnist.npz.*again"):
+        d.load_binarized_mnist("train", data_dir=tmp_path / "data")

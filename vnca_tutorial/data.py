@@ -37,6 +37,8 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -191,12 +193,15 @@ def _read_mnist_npz(path: str, stamp: tuple[int, int]) -> dict[str, np.ndarray]:
     except Exception as e:  # not a zip / pickled content / unreadable
         raise ValueError(f"malformed {path}: cannot read it as an .npz file ({e})") from e
     out = {}
-    with z:
-        for key in MNIST_SPLITS:
-            if key in z.files:
-                out[key] = _bits_to_images(z[key], f"malformed {path}, key {key!r}")
-        if "test_labels" in z.files:
-            out["test_labels"] = _check_labels(z["test_labels"], out.get("test"), path)
+    try:
+        with z:
+            for key in MNIST_SPLITS:
+                if key in z.files:
+                    out[key] = _bits_to_images(z[key], f"malformed {path}, key {key!r}")
+            if "test_labels" in z.files:
+                out["test_labels"] = _check_labels(z["test_labels"], out.get("test"), path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:   # a damaged byte inside the archive
+        raise ValueError(f"corrupt {path}: {e}; download or copy it again") from None
     if not out.keys() & set(MNIST_SPLITS):
         raise ValueError(f"malformed {path}: expected keys {MNIST_SPLITS}, found {sorted(z.files)}")
     for arr in out.values():
