@@ -258,3 +258,26 @@ def test_a_few_adam_steps_lower_the_loss():
         opt.step()
     after = loss_at_seed()
     assert after < before - 5.0, (before, after)
+
+
+# --- the public API says what was wrong (issue 17) ------------------------------------------------
+@pytest.mark.parametrize("call, needle", [
+    (lambda m, x: m.iwae(x[:0], k=2), "empty batch"),
+    (lambda m, x: m.elbo(x[:0]), "empty batch"),
+    (lambda m, x: m.p_x_given_z(torch.zeros(2, 7)), r"\(B, 8\)"),
+    (lambda m, x: m.p_x_given_z(torch.zeros(8)), "z\\[None\\]"),
+    (lambda m, x: m.p_x_given_z(torch.zeros(2, 8, dtype=torch.long)), "float"),
+    (lambda m, x: m.grow(torch.zeros(2, 7)), r"\(B, 8\)"),
+    (lambda m, x: m.grow(torch.full((2, 8), float("nan"))), "NaN"),
+    (lambda m, x: m.iwae(x, k=2.5), "k .*positive integer"),
+    (lambda m, x: m.iwae(x, k=True), "k .*positive integer"),
+    (lambda m, x: m.sample(0), "n .*positive integer"),
+    (lambda m, x: m.elbo(x, beta=-1.0), "beta"),
+    (lambda m, x: m.elbo(x, beta=float("nan")), "beta"),
+])
+def test_bad_api_input_is_a_value_error_that_names_what_was_expected(call, needle):
+    from vnca_tutorial import get_preset
+    from vnca_tutorial.model import build_model
+    m = build_model(get_preset("mnist_doubling_cpu", z_dim=8, hidden=8, n_blocks=1, encoder_channels=4))
+    with pytest.raises(ValueError, match=needle):
+        call(m, torch.zeros(2, 1, 32, 32))

@@ -12,6 +12,8 @@ def check_images(x: Tensor, channels: int, size: int, likelihood: str) -> None:
     expected = f"(B, {channels}, {size}, {size})"
     if x.dim() != 4:
         raise ValueError(f"expected images of shape {expected}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"an empty batch: expected at least one image of shape {expected[4:-1]}")
     if x.shape[1] != channels:
         raise ValueError(f"expected {channels} image channel(s), got {x.shape[1]}: "
                          f"images must have shape {expected}")
@@ -27,3 +29,27 @@ def check_images(x: Tensor, channels: int, size: int, likelihood: str) -> None:
     if likelihood == "dlogistic" and ((x < 0).any() or (x > 255).any() or (x != x.round()).any()):
         raise ValueError("the discretized logistic likelihood needs 8-bit images: integer values "
                          "in [0, 255] (uint8 or float)")
+
+
+def check_latents(z: Tensor, z_dim: int) -> None:
+    """Raise ValueError unless z is a non-empty (B, z_dim) batch of finite latent vectors."""
+    if not isinstance(z, Tensor) or not z.is_floating_point():
+        raise ValueError(f"expected z as a float tensor of shape (B, {z_dim}), got "
+                         f"{type(z).__name__ if not isinstance(z, Tensor) else z.dtype}")
+    if z.dim() != 2 or z.shape[1] != z_dim or z.shape[0] == 0:
+        hint = f"; add a batch dimension: z[None]" if z.dim() == 1 and z.shape[0] == z_dim else ""
+        raise ValueError(f"expected z of shape (B, {z_dim}) with B >= 1, got {tuple(z.shape)}{hint}")
+    if not torch.isfinite(z).all():
+        raise ValueError("z contains NaN or infinite values")
+
+
+def check_count(value, name: str) -> None:
+    """Raise ValueError unless value is a positive integer (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_beta(beta: float) -> None:
+    """The KL weight: a finite number >= 0."""
+    if not (isinstance(beta, (int, float)) and beta == beta and 0 <= beta < float("inf")):
+        raise ValueError(f"beta weights the KL term and must be a finite number >= 0, got {beta!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .checks import check_latents
 from .config import BaselineConfig, DoublingConfig, ModelConfig, NonDoublingConfig, get_preset
 from .decoders import DoublingDecoder, NonDoublingDecoder, StepHook, StepInfo
 from .pool import pool_loss
@@ -57,6 +58,7 @@ class VNCA(VAE):
     def grow(self, z: Tensor, on_step: StepHook | None = None, **decode_kwargs
              ) -> tuple[list[Tensor], list[StepInfo]]:
         """Every cell state from the seed to the final grid (Fig. 4), and what produced each."""
+        check_latents(z, self.config.z_dim)
         _, states = self.decoder(z, return_states=True, on_step=on_step, **decode_kwargs)
         schedule = self.decoder.schedule(**decode_kwargs)
         return states, schedule

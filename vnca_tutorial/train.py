@@ -403,7 +403,7 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
 
 def _non_finite_error(e: ValueError) -> bool:
     """Whether torch.distributions rejected NaN or infinite parameters (a diverged model)."""
-    return "found invalid values" in str(e)
+    return "found invalid values" in str(e) or "NaN or infinite" in str(e)
 
 
 def _validate(model, val: Tensor, run_dir: Path, step: int, row: dict) -> str | None:

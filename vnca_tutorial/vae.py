@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from .bounds import ELBO, log_mean_exp, split_sizes
-from .checks import check_images
+from .checks import check_beta, check_count, check_images, check_latents
 from .encoder import Encoder
 from .likelihoods import likelihood_from_state
 
@@ -39,6 +39,7 @@ class VAE(nn.Module):
 
     def p_x_given_z(self, z: Tensor, **decode_kwargs) -> Distribution:
         """p(x|z): decode z into cell states and read the likelihood from their first channels."""
+        check_latents(z, self.config.z_dim)
         return self.likelihood(self.decode(z, **decode_kwargs))
 
     # --- helpers ----------------------------------------------------------------------------
@@ -67,6 +68,7 @@ class VAE(nn.Module):
         the estimator equal to the importance-weighted bound with k = 1 on the same draw of z.
         """
         beta = self.config.beta if beta is None else beta
+        check_beta(beta)
         q = self.q_z_given_x(x)
         z = q.rsample()                                            # (B, Z), reparameterised
         reconstruction = self.p_x_given_z(z, **decode_kwargs).log_prob(x.to(self.device))  # (B,)
@@ -99,6 +101,7 @@ class VAE(nn.Module):
         decoded ``chunk`` at a time, which keeps memory bounded for k = 128. The noise is drawn where
         ``generator`` lives, so a CPU generator gives a GPU evaluation the same z as a CPU one.
         """
+        check_count(k, "k (importance samples)")
         q = self.q_z_given_x(x)
         loc = q.base_dist.loc                                      # (B, Z)
         noise_device = generator.device if generator is not None else loc.device
@@ -113,6 +116,7 @@ class VAE(nn.Module):
     def sample(self, n: int, mean: bool = True, generator: torch.Generator | None = None,
                **decode_kwargs) -> Tensor:
         """n images from the model: z ~ p(z), then the mean of p(x|z) (or a sample of it)."""
+        check_count(n, "n (images to sample)")
         z = torch.randn(n, self.config.z_dim, generator=generator, device=self.device)
         p = self.p_x_given_z(z, **decode_kwargs)
         return p.mean if mean else p.sample()
