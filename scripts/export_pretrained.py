@@ -30,12 +30,21 @@ TRAIN_DATA = {"binarized_mnist": "train+valid (60,000 images, as the paper)",
               "noto_emoji": "the 80% training split (2,656 images, the paper's count)"}
 
 
-def read_phase(run_dir: Path) -> dict:
-    """A training run's metrics rows, its number of updates and its config."""
+def read_phase(spec: str | Path) -> dict:
+    """A training run's metrics rows, its number of updates and its config. ``spec`` is the run folder, or
+    ``FOLDER:N`` for a run whose update N the next phase started from (the run went on after that)."""
+    folder, _, cut = str(spec).rpartition(":") if str(spec).rpartition(":")[2].isdigit() else (str(spec), "", "")
+    run_dir = Path(folder)
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     meta = read_metadata(run_dir / "checkpoint.safetensors")
-    return {"run": run_dir, "rows": rows, "updates": int(meta["step"]), "config": json.loads(meta["config"])}
+    updates = int(meta["step"])
+    if cut:
+        if not 1 <= int(cut) <= updates:
+            raise SystemExit(f"{spec}: the run has updates 1..{updates}")
+        updates = int(cut)
+    return {"run": spec if cut else run_dir, "rows": [r for r in rows if int(r["step"]) <= updates],
+            "updates": updates, "config": json.loads(meta["config"])}
 
 
 def chain_phases(phases: list[dict]) -> list[dict]:
@@ -61,9 +70,10 @@ def main() -> None:
     p.add_argument("--notes", default="")
     p.add_argument("--trained-on", default=None,
                    help="the CPUs training ran on, if not (only) this machine's: it goes into the card")
-    p.add_argument("--earlier-phase", action="append", default=[], metavar="RUN_DIR",
+    p.add_argument("--earlier-phase", action="append", default=[], metavar="RUN_DIR[:N]",
                    help="a run whose weights this one started from (train_pretrained.py --init-from): its "
-                        "updates, hours and curve are counted in the card too; give them in order")
+                        "updates, hours and curve are counted in the card too; give them in order; RUN_DIR:N "
+                        "if the next phase started from its update N")
     a = p.parse_args()
     run = Path("runs/pretrained") / a.name
     ckpt = run / "checkpoint.safetensors"
@@ -74,7 +84,7 @@ def main() -> None:
     model = load_model(out).eval()                                   # evaluate exactly what ships
     if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
         raise SystemExit(f"{out}: weights overflow {a.dtype}; export with --dtype float32")
-    phases = [read_phase(Path(d)) for d in a.earlier_phase] + [read_phase(run)]
+    phases = [read_phase(d) for d in a.earlier_phase] + [read_phase(run)]
     rows = chain_phases(phases)
     dataset = model.config.dataset
     test = load_dataset(dataset, "test")

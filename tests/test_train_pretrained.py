@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -66,3 +67,19 @@ def test_an_ablation_in_its_own_run_dir_does_not_start_from_the_shipped_runs_res
     monkeypatch.setattr(sys, "argv", ["train_pretrained.py", "mnist_nondoubling_small"])
     train_pretrained.main()                                   # the shipped run itself does resume from it
     assert (tmp_path / "runs/pretrained/mnist_nondoubling_small" / CHECKPOINT).exists()
+
+
+def test_a_phase_that_went_on_after_the_next_one_started_is_cut_at_that_update(tmp_path):
+    import export_pretrained
+    cfg = get_preset("mnist_nondoubling_cpu", z_dim=4, hidden=4, encoder_channels=2, batch_size=4, pool_size=8,
+                     min_steps=2, max_steps=3, pool_extra_steps=2)
+    x = (torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    run = tmp_path / "run"
+    train(cfg, x, TrainSettings(run_dir=str(run), n_updates=5, checkpoint_every=5, progress=False))
+    whole = export_pretrained.read_phase(run)
+    cut = export_pretrained.read_phase(f"{run}:3")
+    assert (whole["updates"], len(whole["rows"])) == (5, 5)
+    assert (cut["updates"], [int(r["step"]) for r in cut["rows"]]) == (3, [1, 2, 3])
+    assert cut["run"] == f"{run}:3" and cut["config"] == whole["config"]
+    with pytest.raises(SystemExit, match="1..5"):
+        export_pretrained.read_phase(f"{run}:9")
