@@ -29,7 +29,7 @@ import torch
 from vnca_tutorial import pretrained
 from vnca_tutorial.attractors import attractor_report, independent_pixel_log_px
 from vnca_tutorial.checkpoint import load_model
-from vnca_tutorial.data import load_dataset, subset
+from vnca_tutorial.data import load_dataset, source_name, subset
 from vnca_tutorial.evaluate import evaluate_log_px
 from vnca_tutorial.hardware import cpu_description
 
@@ -52,7 +52,7 @@ def measure(model, n_images: int = 200, k: int = 128, seed: int = 0) -> dict:
     train = load_dataset(model.config.dataset, "trainval" if model.config.dataset == "binarized_mnist" else "train")
     x = subset(test, n_images, seed=seed).images
     start = time.time()
-    out = {"test_data": test.source, "cpu": cpu_description(), "torch_threads": torch.get_num_threads()}
+    out = {"test_data": source_name(test.source), "cpu": cpu_description(), "torch_threads": torch.get_num_threads()}
     if model.config.likelihood == "bernoulli":     # the baseline of binary images
         out["independent_pixels_nats"] = independent_pixel_log_px(train.images, x).mean().item()
         out["independent_pixels_whole_test_nats"] = independent_pixel_log_px(train.images,

@@ -26,7 +26,7 @@ import torch
 
 from vnca_tutorial import pretrained
 from vnca_tutorial.checkpoint import atomic_write
-from vnca_tutorial.data import load_dataset
+from vnca_tutorial.data import load_dataset, source_name
 from vnca_tutorial.evaluate import BoundResult, evaluate_log_px
 from vnca_tutorial.hardware import cpu_description
 
@@ -59,7 +59,7 @@ def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int
                              resume_file=resume, first_batch=batches.start)      # (hi - lo,)
     record = {"name": name, "sha256": pretrained.card(name)["sha256"], "k": k, "batch_size": batch_size,
               "seed": seed, "shard": i, "shards": shards, "images": [lo, hi], "n_test": len(images),
-              "test_data": test.source, "seconds": round(time.time() - start, 1),
+              "test_data": source_name(test.source), "seconds": round(time.time() - start, 1),
               "hardware": (torch.cuda.get_device_name() if device.startswith("cuda") else
                            f"{cpu_description()}, {torch.get_num_threads()} torch thread(s)"),
               "log_px": [round(v, 5) for v in log_px.tolist()]}

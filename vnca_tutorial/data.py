@@ -678,6 +678,13 @@ def random_indices(total: int, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).permutation(total)[:n]
 
 
+def source_name(source: str) -> str:
+    """``ImageData.source`` without the folder: '/any/where/binarized_mnist.npz [test]' ->
+    'binarized_mnist.npz [test]', for records that should not carry a machine's paths."""
+    head, sep, tail = source.partition(" [")
+    return Path(head).name + sep + tail
+
+
 def subset(data: ImageData, n: int, seed: int = 0) -> ImageData:
     """A random sample of n images (no repeats), the same for the same seed.
 
