@@ -45,7 +45,8 @@ def _check_common(cfg) -> None:
 
 
 @dataclass(frozen=True)
-class _Common:
+class BaseConfig:
+    """The fields every model variant shares (DoublingConfig, NonDoublingConfig and BaselineConfig add theirs)."""
     name: str = "custom"             # preset name, recorded in checkpoints
     dataset: str = "binarized_mnist"  # see vnca_tutorial.data.load_dataset
     image_size: int = 32             # H = W of the modelled image
@@ -81,7 +82,7 @@ class _Common:
 
 
 @dataclass(frozen=True)
-class DoublingConfig(_Common):
+class DoublingConfig(BaseConfig):
     """The doubling VNCA (paper section 2): 2x2 seed, K doublings, M NCA steps per stage."""
     n_blocks: int = 4                # residual blocks of 1x1 convs in u
     n_doublings: int = 4             # K
@@ -106,7 +107,7 @@ class DoublingConfig(_Common):
 
 
 @dataclass(frozen=True)
-class NonDoublingConfig(_Common):
+class NonDoublingConfig(BaseConfig):
     """The non-doubling VNCA (paper section 3.3): z seeds every cell; T steps; pool + damage training."""
     n_blocks: int = 0                # 0: u is 3x3 conv -> ELU -> 1x1 conv, as in the paper
     min_steps: int = 32              # T is drawn uniformly from [min_steps, max_steps] in training
@@ -140,7 +141,7 @@ class NonDoublingConfig(_Common):
 
 
 @dataclass(frozen=True)
-class BaselineConfig(_Common):
+class BaselineConfig(BaseConfig):
     """The deep convolutional VAE baseline of appendix A.6: same encoder, transposed-conv decoder."""
 
     def __post_init__(self) -> None:

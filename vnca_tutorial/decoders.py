@@ -8,7 +8,7 @@ Explained in chapter 2 (book/02_doubling.md) and chapter 8 (book/08_pool_damage.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ StepHook = Callable[[int, "StepInfo", Tensor], Tensor]
 class StepInfo:
     """What produced one state of a growth trajectory."""
     index: int   # position in the trajectory (0 = the seed)
-    kind: str    # "seed", "nca" (one NCA step) or "double" (the doubling operator)
+    kind: Literal["seed", "nca", "double"]   # the seed, one NCA step, or the doubling operator
     stage: int   # number of doublings done so far
     size: int    # grid side length after this state change
 
