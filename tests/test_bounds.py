@@ -126,6 +126,7 @@ def test_bits_per_dim():
     assert bits_per_dim(0.0, 10) == 0.0
     with pytest.raises(ValueError, match="H\\*W\\*C"):
         bits_per_dim(log_px, 0)
+    assert bits_per_dim(-math.log(2.0), 1) == pytest.approx(1.0)   # one dimension is a valid image size
 
 
 @pytest.mark.parametrize("k,chunk,want", [(128, 64, [64, 64]), (10, 3, [3, 3, 3, 1]), (5, 10, [5]),

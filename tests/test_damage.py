@@ -126,3 +126,13 @@ def test_as_hook_leaves_other_states_alone():
     s = torch.ones(1, 1, 2, 2)
     assert hook(2, None, s) is s and hook(4, None, s) is s
     assert torch.count_nonzero(hook(3, None, s)) == 0
+
+
+def test_square_mask_accepts_every_square_at_the_edges_of_what_is_valid():
+    one = square_mask(4, 4, top=0, left=0, size=1)                 # one cell, in the corner
+    assert one.sum() == 1 and one[0, 0]
+    assert square_mask(4, 4, top=3, left=3, size=2).sum() == 1     # clipped to the grid
+    for bad in (dict(top=-1, left=0, size=1), dict(top=0, left=-1, size=1), dict(top=4, left=0, size=1),
+                dict(top=0, left=4, size=1), dict(top=0, left=0, size=0)):
+        with pytest.raises(ValueError, match="does not lie"):
+            square_mask(4, 4, **bad)
