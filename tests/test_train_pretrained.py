@@ -13,12 +13,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import train_pretrained  # noqa: E402
 
 
-def test_a_resume_point_drops_the_pool_and_resumes_the_run(tmp_path):
+def tiny_pool_run(run, n_updates: int):
+    """A tiny non-doubling model trained with its pool for n_updates into ``run``: (config, images)."""
     cfg = get_preset("mnist_nondoubling_cpu", z_dim=4, hidden=4, encoder_channels=2, batch_size=4, pool_size=8,
                      min_steps=2, max_steps=3, pool_extra_steps=2)
     x = (torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    train(cfg, x, TrainSettings(run_dir=str(run), n_updates=n_updates, checkpoint_every=n_updates, progress=False))
+    return cfg, x
+
+
+def test_a_resume_point_drops_the_pool_and_resumes_the_run(tmp_path):
     run = tmp_path / "run"
-    train(cfg, x, TrainSettings(run_dir=str(run), n_updates=3, checkpoint_every=3, progress=False))
+    cfg, x = tiny_pool_run(run, 3)
     assert any(k.startswith("pool.") for k in load_file(str(run / CHECKPOINT)))
 
     point = tmp_path / "resume"
@@ -71,11 +77,8 @@ def test_an_ablation_in_its_own_run_dir_does_not_start_from_the_shipped_runs_res
 
 def test_a_phase_that_went_on_after_the_next_one_started_is_cut_at_that_update(tmp_path):
     import export_pretrained
-    cfg = get_preset("mnist_nondoubling_cpu", z_dim=4, hidden=4, encoder_channels=2, batch_size=4, pool_size=8,
-                     min_steps=2, max_steps=3, pool_extra_steps=2)
-    x = (torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.7).float()
     run = tmp_path / "run"
-    train(cfg, x, TrainSettings(run_dir=str(run), n_updates=5, checkpoint_every=5, progress=False))
+    tiny_pool_run(run, 5)
     whole = export_pretrained.read_phase(run)
     cut = export_pretrained.read_phase(f"{run}:3")
     assert (whole["updates"], len(whole["rows"])) == (5, 5)
