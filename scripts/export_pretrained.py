@@ -33,7 +33,9 @@ TRAIN_DATA = {"binarized_mnist": "train+valid (60,000 images, as the paper)",
 def read_phase(spec: str | Path) -> dict:
     """A training run's metrics rows, its number of updates and its config. ``spec`` is the run folder, or
     ``FOLDER:N`` for a run whose update N the next phase started from (the run went on after that)."""
-    folder, _, cut = str(spec).rpartition(":") if str(spec).rpartition(":")[2].isdigit() else (str(spec), "", "")
+    folder, _, cut = str(spec).rpartition(":")
+    if not cut.isdigit():                           # no ":N": the whole run
+        folder, cut = str(spec), ""
     run_dir = Path(folder)
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

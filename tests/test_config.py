@@ -173,6 +173,8 @@ def test_paper_celeba_nondoubling():
 
 @pytest.mark.parametrize("field,value", [("p_update", 0.0), ("p_update", 1.01), ("p_update", float("nan")),
                                          ("state_bound", -1.0), ("state_bound", float("nan")),
+                                         ("stationarity", -0.1), ("stationarity", float("nan")),
+                                         ("stationarity", float("inf")),
                                          ("pool_size", 3)])
 def test_nondoubling_refuses_bad_pool_and_update_settings(field, value):
     with pytest.raises(ValueError, match=field):

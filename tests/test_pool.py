@@ -10,13 +10,14 @@ from torch.distributions import kl_divergence
 
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.model import VNCA
-from vnca_tutorial.pool import StatePool, pool_loss, state_overflow
+from vnca_tutorial.pool import StatePool, pool_loss, state_overflow, step_change
 
 B, P, Z, S = 8, 10, 4, 16
 
 
 def tiny_model(**kw) -> VNCA:
-    kw = {"state_bound": 0.0, "pool_fraction": 0.5, "pool_extra_steps": 0, **kw}   # the paper's pool loss
+    kw = {"state_bound": 0.0, "pool_fraction": 0.5, "pool_extra_steps": 0, "stationarity": 0.0,
+          **kw}                                                                        # the paper's pool loss
     cfg = get_preset("mnist_nondoubling_cpu", z_dim=Z, hidden=8, encoder_channels=4, image_size=S,
                      batch_size=B, pool_size=P, min_steps=2, max_steps=3, **kw)
     torch.manual_seed(0)
@@ -182,3 +183,33 @@ def test_no_ageing_by_default():
     rec = Recorder(model)
     pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
     assert len(rec.inputs) == 1
+
+
+def test_step_change_is_the_norm_of_one_more_step():
+    model = tiny_model()
+    states = torch.randn(3, Z, S, S, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = (model.decoder.nca.step(states) - states).flatten(1).norm(dim=1)   # (3,)
+        assert torch.allclose(step_change(model, states), expected)
+        assert (expected > 0).all()
+        model.decoder.nca.update_net.out.weight.zero_()                   # u = 0: every state a fixed point
+        model.decoder.nca.update_net.out.bias.zero_()
+        assert step_change(model, states).tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.75])
+def test_the_stationarity_penalty_counts_the_pool_rows_only(fraction):
+    x = images()
+    losses = {}
+    for weight in (0.0, 0.5):
+        model, pool = tiny_model(stationarity=weight, pool_fraction=fraction), full_pool()
+        rec = Recorder(model)
+        torch.manual_seed(7)
+        losses[weight], stats = pool_loss(model, x, pool, beta=1.0, steps=2,
+                                          generator=torch.Generator().manual_seed(0))
+    n_pool = int(round(B * fraction))
+    with torch.no_grad():
+        change = step_change(model, rec.finals[0][B - n_pool:])          # (n_pool,)
+    assert (change > 0).all()
+    assert (losses[0.5] - losses[0.0]).item() == pytest.approx(0.5 * change.sum().item() / B, rel=1e-4)
+    assert stats["step_change"] == pytest.approx(change.mean().item(), rel=1e-4)

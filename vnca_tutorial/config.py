@@ -10,6 +10,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .checks import check_beta
+
 LIKELIHOODS = ("bernoulli", "dlogistic")
 
 
@@ -27,8 +29,7 @@ def _check_common(cfg) -> None:
             raise ValueError(f"{field} must be a positive integer, got {getattr(cfg, field)!r}")
     if not isinstance(cfg.kl_warmup, int) or cfg.kl_warmup < 0:
         raise ValueError(f"kl_warmup is a number of updates and must be an integer >= 0, got {cfg.kl_warmup!r}")
-    if not (math.isfinite(cfg.beta) and cfg.beta >= 0):
-        raise ValueError(f"beta weights the KL term and must be a finite number >= 0, got {cfg.beta}")
+    check_beta(cfg.beta)
     if not (math.isfinite(cfg.lr) and 0 < cfg.lr <= 1):
         raise ValueError(f"lr is Adam's learning rate and must lie in (0, 1], got {cfg.lr} (the presets use "
                          f"1e-4 to 1e-3)")
@@ -119,6 +120,9 @@ class NonDoublingConfig(BaseConfig):
     state_bound: float = 0.0         # > 0: pool training penalises |state| beyond it (not in the paper)
     pool_extra_steps: int = 0        # > 0: pool states first run U{0..this} steps without gradient, so
                                      # the loss sees older states (not in the paper; chapter 8)
+    stationarity: float = 0.0        # > 0: pool training penalises the change one more step would make
+                                     # to a pool state, so that attractors become fixed points (not in the
+                                     # paper; chapter 8)
     checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -133,6 +137,9 @@ class NonDoublingConfig(BaseConfig):
                              f"({self.batch_size} states)")
         if not isinstance(self.pool_extra_steps, int) or self.pool_extra_steps < 0:
             raise ValueError(f"pool_extra_steps must be an integer >= 0, got {self.pool_extra_steps!r}")
+        if not (0.0 <= self.stationarity < float("inf")):
+            raise ValueError(f"stationarity must be a finite weight >= 0 (0 turns the penalty off), "
+                             f"got {self.stationarity}")
         if not self.state_bound >= 0.0:
             raise ValueError(f"state_bound must be >= 0 (0 turns the penalty off), got {self.state_bound}")
         if not 0.0 < self.p_update <= 1.0:

@@ -2,9 +2,9 @@
 
 A pool keeps P final cell states with the image each was decoded for. Each training batch takes a share
 of its examples from the pool (half of those damaged by zeroing a random H/2 x W/2 square) and the rest
-fresh from q(z|x); all run T ~ U[min, max] NCA steps; the final states go back into the pool. (Two
-additions, off by default: `state_overflow` penalises states that leave a box, and `age` runs pool states
-further before the loss sees them.) Gradients
+fresh from q(z|x); all run T ~ U[min, max] NCA steps; the final states go back into the pool. (Three
+additions, off by default: `state_overflow` penalises states that leave a box, `age` runs pool states
+further before the loss sees them, and `step_change` penalises pool states that are not fixed points.) Gradients
 stop at pool states. This teaches the NCA stable attractors that regrow after damage.
 Explained in chapter 8 (book/08_pool_damage.md).
 """
@@ -97,6 +97,12 @@ def age(model, states: Tensor, max_extra: int, generator: torch.Generator | None
         return model.decoder.run(states, extra)
 
 
+def step_change(model, states: Tensor) -> Tensor:  # (B, Z, H, W) -> (B,)
+    """|s_{t+1} - s_t|: the L2 norm of the change one more NCA step makes to each state. Zero at a fixed
+    point of the rule; the `stationarity` penalty of pool training (not in the paper; chapter 8)."""
+    return (model.decoder.nca.step(states) - states).flatten(1).norm(dim=1)
+
+
 def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
     """Minus the beta-ELBO of one pool-training batch (appendix A.3); x (B, C, H, W) are fresh images.
@@ -125,9 +131,12 @@ def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
     loss = -(reconstruction.sum() - beta * kl.sum()) / b
     overflow = state_overflow(final, c.state_bound)                  # (B,), zero when switched off
     loss = loss + overflow.sum() / b
+    change = step_change(model, final[b - n_pool:]) if n_pool and c.stationarity > 0 else final.new_zeros(0)
+    loss = loss + c.stationarity * change.sum() / b                  # (n_pool,): pool rows only
     fresh_slots = pool.slots_for_fresh(b - n_pool, generator, exclude=idx if n_pool else None)
     slots = torch.cat([fresh_slots, idx]) if n_pool else fresh_slots
     pool.put(slots, final, targets)
     stats = {"reconstruction": reconstruction.mean().item(), "kl": kl.mean().item(),
-             "from_pool": n_pool, "overflow": overflow.mean().item()}
+             "from_pool": n_pool, "overflow": overflow.mean().item(),
+             "step_change": change.mean().item() if len(change) else 0.0}
     return loss, stats
