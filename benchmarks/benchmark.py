@@ -68,7 +68,7 @@ from vnca_tutorial.hardware import cpu_description, cpu_flags_and_name  # noqa: 
 from vnca_tutorial.config import PRESETS, NonDoublingConfig, config_to_dict, get_preset  # noqa: E402
 from vnca_tutorial.model import VNCA, build_model  # noqa: E402
 from vnca_tutorial.nca import NCA, UpdateNetwork  # noqa: E402
-from vnca_tutorial.pool import StatePool  # noqa: E402
+from vnca_tutorial.pool import StatePool, pool_loss  # noqa: E402
 
 MiB = 2 ** 20
 QUICK_PRESETS = ["mnist_doubling_cpu", "mnist_nondoubling_cpu", "mnist_baseline_cpu"]
@@ -321,7 +321,7 @@ class TrainingUpdate:
     def __call__(self) -> float:
         m = self.model
         if self.pool is not None:
-            loss, _ = m(self.x, terms=True, pool=self.pool, steps=self.steps)
+            loss, _ = pool_loss(m, self.x, self.pool, self.config.beta, self.steps)
         elif self.steps is not None:
             loss, _ = m(self.x, terms=True, steps=self.steps)
         else:

@@ -1,8 +1,8 @@
 """Data-parallel training: two CPU processes (gloo) under torchrun, through the real ``vnca train``.
 
-``python -m torch.distributed.run --nproc_per_node 2 -m vnca_tutorial train ...`` is exactly what
-``torchrun --nproc_per_node 2 -m vnca_tutorial train ...`` runs. The test hook VNCA_SAVE_RANK_WEIGHTS
-(documented in vnca_tutorial/train.py) makes every rank write its final weights, so we can check that
+``python -m torch.distributed.run --nproc_per_node 2 tests/rank_weights.py train ...`` is what
+``torchrun --nproc_per_node 2 -m vnca_tutorial train ...`` runs, plus a hook (VNCA_SAVE_RANK_WEIGHTS, in
+tests/rank_weights.py) that makes every rank write its final weights, so we can check that
 DistributedDataParallel kept the ranks in step: they start from different seeds and see different
 shards of each batch, so equal weights at the end mean that the gradients really were averaged.
 """
@@ -22,8 +22,11 @@ from vnca_tutorial.checkpoint import load_checkpoint, model_state
 from vnca_tutorial.train import CHECKPOINT, METRICS
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_DOUBLING = ["--set", "z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4", "n_blocks=1",
-                 "steps_per_stage=2"]
+TINY_DOUBLING = ["--preset", "mnist_doubling_cpu", "--set", "z_dim=8", "hidden=8", "encoder_channels=4",
+                 "batch_size=4", "n_blocks=1", "steps_per_stage=2"]
+TINY_POOL = ["--preset", "mnist_nondoubling_cpu", "--set", "z_dim=8", "hidden=8", "encoder_channels=4",
+             "batch_size=4", "min_steps=2", "max_steps=3", "pool_size=4", "pool_extra_steps=1",
+             "stationarity=0.1"]
 
 
 def write_tiny_mnist(folder: Path, seed: int = 0) -> None:
@@ -53,16 +56,17 @@ def free_port() -> int:
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
-def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path):
+@pytest.mark.parametrize("tiny", [TINY_DOUBLING, TINY_POOL], ids=["doubling", "pool_training"])
+def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path, tiny):
     write_tiny_mnist(tmp_path / "data")
     run, weights = tmp_path / "run", tmp_path / "rank_weights"
     env = environment(tmp_path)
     env.update(VNCA_SAVE_RANK_WEIGHTS=str(weights), MASTER_ADDR="127.0.0.1")
     updates = 3
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "vnca_tutorial", "train", "--preset", "mnist_doubling_cpu",
+           "--master_port", str(free_port()), str(REPO / "tests" / "rank_weights.py"), "train",
            "--run-dir", str(run), "--updates", str(updates), "--checkpoint-every", "2", "--eval-every", "2",
-           "--eval-images", "4", "--threads", "1", "--quiet", *TINY_DOUBLING]
+           "--eval-images", "4", "--threads", "1", "--quiet", *tiny]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr

@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vnca_tutorial.config import DoublingConfig, NonDoublingConfig
 from vnca_tutorial.decoders import DoublingDecoder, NonDoublingDecoder
 from vnca_tutorial.evaluate import evaluate_bound
+from vnca_tutorial.pool import pool_loss
 from vnca_tutorial.model import VNCA
 from vnca_tutorial.nca import NCA, UpdateNetwork
 from vnca_tutorial.pool import StatePool, pool_loss
@@ -158,7 +159,7 @@ def _images(n, size=8, seed=0):
 def _loss_and_grads(model, x, pool=None, steps=None):
     torch.manual_seed(11)
     model.zero_grad(set_to_none=True)
-    loss = model(x) if pool is None else model(x, pool=pool, steps=steps)
+    loss = model(x) if pool is None else pool_loss(model, x, pool, model.config.beta, steps)[0]
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 

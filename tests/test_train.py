@@ -368,16 +368,23 @@ def test_kl_warmup_ramps_beta_linearly_then_holds_it():
 
 @pytest.mark.parametrize("make_config", [doubling, nondoubling], ids=["doubling", "nondoubling_pool"])
 def test_training_uses_the_warmed_up_beta(make_config, monkeypatch, tmp_path):
-    """The loss of update u is computed with beta_at(u): recorded at the model's forward."""
+    """The loss of update u is computed with beta_at(u): recorded where the loss is computed, the model's
+    forward (doubling) or pool_loss (pool training)."""
+    import vnca_tutorial.train as training
     from vnca_tutorial.model import VNCA
     seen = []
-    forward = VNCA.forward
+    forward, pool_loss = VNCA.forward, training.pool_loss
 
-    def spy(self, x, *args, beta=None, **kw):
+    def spy_forward(self, x, *args, beta=None, **kw):
         seen.append(beta)
         return forward(self, x, *args, beta=beta, **kw)
 
-    monkeypatch.setattr(VNCA, "forward", spy)
+    def spy_pool_loss(model, x, pool, beta, steps):
+        seen.append(beta)
+        return pool_loss(model, x, pool, beta, steps)
+
+    monkeypatch.setattr(VNCA, "forward", spy_forward)
+    monkeypatch.setattr(training, "pool_loss", spy_pool_loss)
     cfg = make_config(kl_warmup=4)
     train(cfg, binary_images(8), TrainSettings(run_dir=str(tmp_path), n_updates=3, progress=False))
     assert seen == [0.25, 0.5, 0.75]

@@ -11,7 +11,6 @@ from torch import Tensor
 from .checks import check_latents
 from .config import BaselineConfig, DoublingConfig, ModelConfig, NonDoublingConfig, get_preset
 from .decoders import DoublingDecoder, NonDoublingDecoder, StepHook, StepInfo
-from .pool import pool_loss
 from .vae import VAE
 
 
@@ -45,15 +44,12 @@ class VNCA(VAE):
     def doubling(self) -> bool:
         return isinstance(self.config, DoublingConfig)
 
-    def forward(self, x: Tensor, terms: bool = False, pool=None, steps: int | None = None,
-                beta: float | None = None, **kw):
-        """Minus the mean beta-ELBO (beta: the config's unless given); with a ``pool`` (non-doubling),
-        one pool-training batch."""
+    def forward(self, x: Tensor, terms: bool = False, steps: int | None = None, beta: float | None = None,
+                **kw):
+        """Minus the mean beta-ELBO (beta: the config's unless given). Pool training of the non-doubling
+        VNCA is `vnca_tutorial.pool.pool_loss`, called by the training loop (chapter 8)."""
         beta = self.config.beta if beta is None else beta
-        if pool is None:
-            return super().forward(x, terms=terms, beta=beta, **({"steps": steps} if steps else {}), **kw)
-        loss, stats = pool_loss(self, x, pool, beta, steps or self.decoder.max_steps)
-        return (loss, stats) if terms else loss
+        return super().forward(x, terms=terms, beta=beta, **({"steps": steps} if steps else {}), **kw)
 
     def grow(self, z: Tensor, on_step: StepHook | None = None, **decode_kwargs
              ) -> tuple[list[Tensor], list[StepInfo]]:

@@ -7,11 +7,9 @@ Under ``torchrun --nproc_per_node N`` the same function trains with DistributedD
 draws its own shard of each global batch, rank 0 alone writes the checkpoint, metrics and pictures, and
 the checkpoint keeps every rank's random-number state. (With pool training each rank keeps its own pool;
 the checkpoint holds rank 0's, which every rank starts from when resumed.)
-Explained in chapter 4 (book/04_vae.md) and chapter 10 (book/10_scaling.md).
-
-Test hook: if the environment variable ``VNCA_SAVE_RANK_WEIGHTS`` names a folder, every rank writes its
-final weights there as ``rank<r>.safetensors`` (used by tests/test_distributed.py to check that the
-ranks end with identical weights).
+One update is `batch_loss` (the forward pass) then `descend` (backward, clip, Adam step); `_train` adds
+the orchestration around them. Explained in chapter 4 (book/04_vae.md) and chapter 10
+(book/10_scaling.md).
 """
 from __future__ import annotations
 
@@ -26,19 +24,52 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from .checkpoint import (CheckpointError, atomic_write, config_to_dict, load_checkpoint,
                          model_state, optimizer_state, save_checkpoint)
 from .config import ModelConfig, NonDoublingConfig
 from .model import build_model
-from .pool import StatePool
+from .pool import StatePool, pool_loss
 from .viz import save_grid
 
 log = logging.getLogger("vnca_tutorial.train")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.csv"
+
+
+class PoolTraining(nn.Module):
+    """One pool-training batch of a non-doubling VNCA as a module call (chapter 8). Pool training is a way
+    of training the model, not part of it; it is a module only because DistributedDataParallel
+    synchronises gradients through a module's forward."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, pool: StatePool, steps: int, beta: float) -> tuple[Tensor, dict]:
+        return pool_loss(self.model, x, pool, beta, steps)
+
+
+def batch_loss(net, x: Tensor, beta: float, pool: StatePool | None = None,
+               steps: int | None = None) -> tuple[Tensor, dict]:
+    """The forward pass of one update (chapter 4): minus the mean beta-ELBO of the batch x (B, C, H, W)
+    and its terms; with a pool, ``net`` is a `PoolTraining` and the batch a pool-training batch of
+    ``steps`` NCA steps (chapter 8)."""
+    if pool is None:
+        return net(x, terms=True, beta=beta)
+    return net(x, pool, steps, beta)
+
+
+def descend(model: nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor, grad_clip: float) -> float:
+    """The rest of one update (chapter 4): the gradient of the loss, its norm clipped to ``grad_clip``,
+    one optimizer step. Returns the norm before clipping; a NaN or infinite one skips the step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    return grad_norm
 
 
 class TrainingDiverged(RuntimeError):
@@ -319,11 +350,10 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
     elif s.init_from:
         _init_weights(Path(s.init_from), model)
         log.info("starting from the weights of %s", s.init_from)
+    net = PoolTraining(model) if pool is not None else model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
-    else:
-        net = model
+            net, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
     metrics = MetricsLog(run_dir, step) if rank == 0 else None
     if rank == 0:
         atomic_write(run_dir / "config.json",
@@ -346,8 +376,7 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
             problem = failed
             try:
                 beta = config.beta_at(step)                   # the config's beta after any warm-up
-                loss, stats = (net(x, terms=True, pool=pool, steps=steps, beta=beta) if pool is not None
-                               else net(x, terms=True, beta=beta))
+                loss, stats = batch_loss(net, x, beta, pool, steps)
                 if problem is None and not math.isfinite(loss.item()):
                     problem = f"the loss became {loss.item()} at update {step + 1}"
             except ValueError as e:
@@ -360,13 +389,10 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
             if diverged:
                 raise _diverged(problem or f"training diverged on another rank at update {step + 1}",
                                 run_dir, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            if not math.isfinite(grad_norm.item()):  # the same on every rank: DDP averaged the gradients
-                raise _diverged(f"the gradient norm became {grad_norm.item()} at update {step + 1} "
+            grad_norm = descend(model, optimizer, loss, config.grad_clip)
+            if not math.isfinite(grad_norm):  # the same on every rank: DDP averaged the gradients
+                raise _diverged(f"the gradient norm became {grad_norm} at update {step + 1} "
                                 f"(loss {loss.item():.4g})", run_dir, config)
-            optimizer.step()
             step += 1
             row = {"step": step, "loss": loss.item(), "reconstruction": stats["reconstruction"],
                    "kl": stats["kl"], "seconds": round(seconds_before + time.time() - start, 2)}
@@ -393,11 +419,6 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
         bar.close()
         if metrics is not None:
             metrics.close()
-    if os.environ.get("VNCA_SAVE_RANK_WEIGHTS"):  # test hook, see the module docstring
-        folder = Path(os.environ["VNCA_SAVE_RANK_WEIGHTS"])
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(folder / f"rank{rank}.safetensors"))
     return model, history
 
 
