@@ -193,3 +193,21 @@ def test_nondoubling_hook_changes_later_states():
     assert torch.equal(hit[1], clean[1])
     assert torch.count_nonzero(hit[2]) == 0
     assert not torch.allclose(hit[3], clean[3]) and not torch.allclose(hit[4], clean[4])
+
+
+def test_both_decoders_take_steps_and_the_doubling_one_only_its_own_count():
+    dec = DoublingDecoder(z_dim=4, hidden=8, n_blocks=1, n_doublings=2, steps_per_stage=3)
+    z = torch.randn(2, 4)
+    assert dec.n_steps == 9
+    assert torch.equal(dec(z, steps=9), dec(z)) and dec.schedule(9) == dec.schedule()
+    for bad in (8, 10):
+        with pytest.raises(ValueError, match=r"always runs M \(K \+ 1\) = 9 NCA steps.*steps=None"):
+            dec(z, steps=bad)
+        with pytest.raises(ValueError, match="steps=None"):
+            dec.schedule(bad)
+
+
+def test_every_model_says_whether_it_grows():
+    from vnca_tutorial.model import build_model
+    assert build_model("mnist_doubling_cpu").grows and build_model("mnist_nondoubling_cpu").grows
+    assert not build_model("mnist_baseline_cpu").grows

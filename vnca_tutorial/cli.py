@@ -260,7 +260,7 @@ def _model(args, allow_untrained: bool):
 
 
 def _require_growth(model, command: str) -> None:
-    if not hasattr(model, "grow"):
+    if not model.grows:
         raise CLIError(f"'{command}' needs a VNCA; the convolutional baseline {model.config.name!r} "
                        "decodes in one pass and has no growth to show")
 

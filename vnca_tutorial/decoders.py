@@ -45,8 +45,20 @@ class DoublingDecoder(nn.Module):
         self.nca = NCA(z_dim, hidden, n_blocks, bf16=bf16, checkpointing=checkpointing)
         self.n_doublings, self.steps_per_stage = n_doublings, steps_per_stage
 
-    def schedule(self) -> list[StepInfo]:
+    @property
+    def n_steps(self) -> int:
+        """M (K + 1): the number of NCA steps of a growth, fixed by the schedule."""
+        return self.steps_per_stage * (self.n_doublings + 1)
+
+    def check_steps(self, steps: int | None) -> None:
+        """The doubling decoder takes ``steps`` only to share the non-doubling decoder's signature."""
+        if steps is not None and steps != self.n_steps:
+            raise ValueError(f"the doubling decoder always runs M (K + 1) = {self.n_steps} NCA steps (its "
+                             f"steps_per_stage and n_doublings fix them), got steps={steps}; pass steps=None")
+
+    def schedule(self, steps: int | None = None) -> list[StepInfo]:
         """The StepInfo of every state the decoder passes through, seed first."""
+        self.check_steps(steps)
         infos, size, i = [StepInfo(0, "seed", 0, 2)], 2, 0
         for stage in range(self.n_doublings + 1):
             for _ in range(self.steps_per_stage):
@@ -60,10 +72,12 @@ class DoublingDecoder(nn.Module):
     def seed(self, z: Tensor) -> Tensor:  # (B, Z) -> (B, Z, 2, 2)
         return z[:, :, None, None].expand(-1, -1, 2, 2).contiguous(memory_format=torch.channels_last)
 
-    def forward(self, z: Tensor, return_states: bool = False, on_step: StepHook | None = None):
-        """Final states (B, Z, 2*2^K, 2*2^K); with ``return_states`` also the list of all states."""
+    def forward(self, z: Tensor, steps: int | None = None, return_states: bool = False,
+                on_step: StepHook | None = None):
+        """Final states (B, Z, 2*2^K, 2*2^K); with ``return_states`` also the list of all states.
+        ``steps``: None (or M (K + 1)); the growth's length is fixed."""
         states: list[Tensor] | None = [] if return_states else None
-        infos = self.schedule()
+        infos = self.schedule(steps)
         state = _apply(states, on_step, infos[0], self.seed(z))
         for info in infos[1:]:
             state = self.nca.step(state) if info.kind == "nca" else double(state)

@@ -40,6 +40,8 @@ class VNCA(VAE):
         super().__init__(config)
         self.decoder = make_decoder(config)
 
+    grows = True     # the decoder passes through states that can be shown and damaged (`grow`)
+
     @property
     def doubling(self) -> bool:
         return isinstance(self.config, DoublingConfig)
@@ -49,7 +51,7 @@ class VNCA(VAE):
         """Minus the mean beta-ELBO (beta: the config's unless given). Pool training of the non-doubling
         VNCA is `vnca_tutorial.pool.pool_loss`, called by the training loop (chapter 8)."""
         beta = self.config.beta if beta is None else beta
-        return super().forward(x, terms=terms, beta=beta, **({"steps": steps} if steps else {}), **kw)
+        return super().forward(x, terms=terms, beta=beta, steps=steps, **kw)
 
     def grow(self, z: Tensor, on_step: StepHook | None = None, **decode_kwargs
              ) -> tuple[list[Tensor], list[StepInfo]]:

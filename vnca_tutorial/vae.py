@@ -19,6 +19,8 @@ from .likelihoods import likelihood_from_state
 class VAE(nn.Module):
     """A VAE with the paper's encoder; subclasses provide ``self.decoder``: z (B, Z) -> states."""
 
+    grows = False    # True for a VNCA: its decoder grows the image through states (`VNCA.grow`)
+
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config

@@ -45,7 +45,7 @@ DISPLAY_PIXELS = 160  # each image is drawn about this wide (nearest-neighbour u
 # --------------------------------------------------------------------------- helpers
 def has_trajectory(model) -> bool:
     """True for models whose decoder grows through states (the VNCA); False for the conv baseline."""
-    return callable(getattr(model, "grow", None))
+    return getattr(model, "grows", False)
 
 
 def _check_trajectory(model, name: str = "this model") -> None:
@@ -84,11 +84,6 @@ def prior_z(model, n: int = 1, seed: int = 0) -> Tensor:
     """n draws z ~ p(z) = N(0, I), (n, Z), reproducible from ``seed``."""
     z = torch.randn(n, model.config.z_dim, generator=torch.Generator().manual_seed(int(seed)))
     return z.to(model.device)
-
-
-def _grow_kwargs(model, steps: int | None) -> dict:
-    """decode kwargs: the non-doubling decoder takes a number of steps, the doubling one does not."""
-    return {} if steps is None or getattr(model, "doubling", True) else {"steps": int(steps)}
 
 
 def to_unit(images: Tensor, likelihood: str) -> Tensor:
@@ -170,7 +165,7 @@ def grow_frames(model, z: Tensor, steps: int | None = None, sample_seed: int | N
     """Grow z (B, Z) with ``model.grow`` and keep, per state, the image mean and a sample (chapter 11).
     ``sample_seed=None`` skips the samples."""
     _check_trajectory(model)
-    states, infos = model.grow(z, **_grow_kwargs(model, steps))
+    states, infos = model.grow(z, steps=steps)
     means, samples = image_frames(model, states, sample_seed)
     return Growth(z.detach().cpu(), infos, means, samples)
 
@@ -225,14 +220,15 @@ def damage_mask(kind: str, size: int, top: int = 0, left: int = 0, square: int =
 def default_steps(model) -> int | None:
     """Trajectory length for damage experiments: a non-doubling VNCA grows for max_steps and then runs as
     many again to recover (Fig. 11); the doubling VNCA's length is fixed by its schedule (None)."""
-    return None if getattr(model, "doubling", True) else 2 * model.decoder.max_steps
+    _check_trajectory(model)
+    return None if model.doubling else 2 * model.decoder.max_steps
 
 
 def default_damage_step(model, steps: int | None = None) -> int:
     """Where the paper damages: a non-doubling VNCA once fully grown (step max_steps, Fig. 11); a
     doubling VNCA right after its last doubling, leaving the last M NCA steps to repair it."""
     _check_trajectory(model)
-    if not getattr(model, "doubling", True):
+    if not model.doubling:
         return min(model.decoder.max_steps, steps if steps is not None else model.decoder.max_steps)
     return [i.index for i in model.decoder.schedule() if i.kind == "double"][-1]
 
@@ -240,7 +236,7 @@ def default_damage_step(model, steps: int | None = None) -> int:
 def schedule(model, steps: int | None = None) -> list[StepInfo]:
     """The StepInfo of every state a growth passes through (no computation)."""
     _check_trajectory(model)
-    return model.decoder.schedule(**_grow_kwargs(model, steps))
+    return model.decoder.schedule(steps)
 
 
 @dataclass
@@ -281,7 +277,7 @@ def damage_trajectories(model, z: Tensor, mask: Tensor, at_step: int, x: Tensor 
                          f"{size}x{size}")
     if not mask.any():
         raise ValueError("the damage mask is empty: it would not damage any cell")
-    kw = _grow_kwargs(model, steps)
+    kw = {"steps": steps}
     mask = mask.to(model.device)
     states_u, _ = model.grow(z, **kw)
     states_d, _ = model.grow(z, on_step=as_hook(lambda s: apply_mask(s, mask), at_step), **kw)
@@ -579,7 +575,7 @@ class DamageLab(_Widget):
         self.kind.value = "brush"
 
     def _steps(self) -> int | None:
-        if getattr(self.model, "doubling", True):
+        if self.model.doubling:
             return None
         if self.n_steps.value < 1:
             raise ValueError(f"the number of NCA steps must be at least 1, got {self.n_steps.value}")
@@ -599,8 +595,7 @@ class DamageLab(_Widget):
             self.n_steps.disabled = True
             return
         self._say("")
-        doubling = getattr(model, "doubling", True)
-        self.n_steps.disabled = doubling
+        self.n_steps.disabled = model.doubling
         steps = default_steps(model)
         if steps is not None:
             self.n_steps.value = steps
