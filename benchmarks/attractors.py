@@ -87,6 +87,11 @@ def show(name: str, r: dict) -> None:
     for i, t in enumerate(s["steps"]):
         print(f"  {t:>6} {num(s['max_abs_state_median'][i], '>14.3g')} "
               f"{num(s['max_abs_state_max'][i], '>15.3g')} {num(s['log_px_mean'][i], '>16.1f')}")
+    n = r["n_images"]
+    print(f"  digits whose max |s| is within 3x its T_max value: "
+          f"{', '.join(f'{c}/{n} at {t}' for c, t in zip(s['digits_state_within_3x'], s['steps']))}")
+    print(f"  digits whose log p(x|s) is within 10 nats of its T_max value: "
+          f"{', '.join(f'{c}/{n} at {t}' for c, t in zip(s['digits_log_px_within_10_nats'], s['steps']))}")
     print(f"  every state finite: {s['all_finite']} (fraction finite per step count: "
           f"{', '.join(f'{f:.2f}' for f in s['fraction_finite'])})")
     for rec in (sq, half):

@@ -76,6 +76,17 @@ def test_log_px_of_an_overflowed_state_is_nan_not_an_error():
     assert log_px[0].item() == pytest.approx(-16 * 16 * torch.log(torch.tensor(2.0)).item(), rel=1e-5)
 
 
+def test_stability_counts_the_digits_held_against_their_own_t_max_figures():
+    from vnca_tutorial.attractors import Stability
+    nan = float("nan")
+    s = Stability(steps=[32, 320],
+                  max_abs=torch.tensor([[2.0, 10.0, 1.0, 5.0], [6.0, 31.0, 1.0, nan]]),
+                  log_px=torch.tensor([[-100.0, -50.0, -80.0, -90.0], [-110.0, -55.0, -90.01, -90.0]]))
+    summary = s.summary()
+    assert summary["digits_state_within_3x"] == [4, 2]            # 6 <= 3 * 2; 31 > 30; 1 <= 3; NaN is not
+    assert summary["digits_log_px_within_10_nats"] == [4, 2]      # -110 >= -110; -55 >= -60; -90.01 < -90
+
+
 def test_recovery_counts_digits_back_within_the_tolerance():
     model, x = nondoubling(), images()
     r = recovery(model, x, "random_square", tolerance=10.0)

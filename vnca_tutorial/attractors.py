@@ -71,7 +71,11 @@ class Stability:
 
     def summary(self) -> dict:
         finite = torch.isfinite(self.max_abs) & torch.isfinite(self.log_px)     # (len(steps), B)
+        within_3x = self.max_abs <= 3 * self.max_abs[0]                          # NaN compares False
+        within_10 = self.log_px >= self.log_px[0] - 10
         return {"steps": self.steps,
+                "digits_state_within_3x": (finite & within_3x).sum(1).tolist(),   # per step count
+                "digits_log_px_within_10_nats": (finite & within_10).sum(1).tolist(),
                 "max_abs_state_median": self.max_abs.median(1).values.tolist(),
                 "max_abs_state_max": self.max_abs.max(1).values.tolist(),
                 "log_px_mean": self.log_px.mean(1).tolist(),       # NaN once any image has overflowed
