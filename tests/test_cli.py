@@ -57,6 +57,17 @@ BAD = {
     "grow_steps_0": (["grow", "--pretrained", "mnist_nondoubling_small", "--steps", "0"], ["--steps"], 2),
     "damage_at_step_negative": (["damage", "--pretrained", "mnist_nondoubling_small", "--at-step", "-3"],
                                 ["--at-step", ">= 0"], 2),
+    # sizes that cannot fit in memory: refused with the estimate, before anything is allocated
+    "train_huge_hidden": (T + ["--set", "hidden=100000000"], ["training", "GiB", "hidden"], 1),
+    "train_huge_batch": (T + ["--set", "batch_size=10000000"], ["training", "GiB", "batch_size"], 1),
+    "untrained_huge_model": (["sample", "--preset", "mnist_doubling_cpu", "--set", "hidden=100000000"],
+                             ["model", "GiB", "hidden"], 1),
+    "eval_huge_k": (["eval", "--pretrained", "mnist_doubling_small", "--k", "1000000000"], ["--k", "GiB"], 1),
+    "grow_huge_steps": (["grow", "--pretrained", "mnist_nondoubling_small", "--steps", "1000000000"],
+                        ["--steps", "GiB"], 1),
+    "damage_huge_steps": (["damage", "--pretrained", "mnist_nondoubling_small", "--steps", "1000000000"],
+                          ["--steps", "GiB"], 1),
+    "sample_huge_n": (["sample", "--pretrained", "mnist_doubling_small", "--n", "1000000000"], ["--n", "GiB"], 1),
 }
 BAD_VALUES = {name: cmd for name, (cmd, _, _) in BAD.items()}
 

@@ -248,7 +248,11 @@ def _model(args, allow_untrained: bool):
             raise CLIError(f"pretrained model {args.pretrained!r} is a {model.config.name!r} model, "
                            f"not {args.preset!r}")
     elif args.preset and allow_untrained:
-        model = build_model(_config(args.preset, args.set))
+        from .memory import FLOAT, n_parameters
+        config = _config(args.preset, args.set)
+        _check_memory(n_parameters(config) * FLOAT, f"the {config.name!r} model",
+                      "choose smaller z_dim / hidden / n_blocks with --set")
+        model = build_model(config)
         log.warning("UNTRAINED model: --preset %s without --checkpoint has random weights", args.preset)
     elif args.preset:
         raise CLIError(f"--preset alone gives an untrained model; give --checkpoint PATH or --pretrained "
@@ -257,6 +261,14 @@ def _model(args, allow_untrained: bool):
         raise CLIError("choose a model: --checkpoint PATH, --pretrained NAME"
                        + (" or --preset NAME (untrained)" if allow_untrained else ""))
     return model.to(device).eval()
+
+
+def _check_memory(need: int, what: str, hint: str) -> None:
+    """Refuse, before allocating, a task that cannot fit in the memory free now."""
+    from .memory import too_large
+    message = too_large(need, what, hint)
+    if message:
+        raise CLIError(message)
 
 
 def _require_growth(model, command: str) -> None:
@@ -352,6 +364,10 @@ def cmd_train(args) -> int:
     from .train import CHECKPOINT, TrainSettings, train
     device = _device(args.device)
     config = _config(args.preset, args.set)
+    from .memory import training_bytes
+    _check_memory(training_bytes(config), f"training {config.name!r}",
+                  "choose a smaller batch_size, z_dim, hidden or number of steps with --set, or "
+                  "--set checkpointing=true")
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     checkpoint = run_dir / CHECKPOINT
     if checkpoint.exists() and not (args.resume or args.overwrite):
@@ -402,6 +418,9 @@ def cmd_eval(args) -> int:
     config = model.config
     if args.k < 1 or args.batch_size < 1:
         raise CLIError("--k and --batch-size must be positive integers")
+    from .memory import iwae_bytes
+    _check_memory(iwae_bytes(config, args.k, args.batch_size), f"the bound with --k {args.k} and "
+                  f"--batch-size {args.batch_size}", "choose a smaller --k or --batch-size (the paper: k = 128)")
     images, source = _load_split(config, "test", args.data_dir)
     _check_images_fit(images, config, "test")
     n = len(images)
@@ -456,9 +475,16 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _latents(model, n: int, seed: int) -> torch.Tensor:
+def _latents(model, n: int, seed: int, steps: int | None = None, keep_states: int = 0) -> torch.Tensor:
+    """n latent vectors from the prior; refused first if decoding them (and keeping ``keep_states`` growths
+    of every state, for an animation) cannot fit in memory."""
+    from .memory import decode_bytes, growth_bytes
     if n < 1:
         raise CLIError(f"--n must be a positive integer, got {n}")
+    need = growth_bytes(model.config, n, steps) * keep_states if keep_states else decode_bytes(model.config, n)
+    _check_memory(need, f"{'growing' if keep_states else 'decoding'} {n} images"
+                  + (f" over {steps} steps" if steps else ""), "choose a smaller --n"
+                  + (" or --steps" if steps else ""))
     generator = torch.Generator(device=model.device).manual_seed(seed)
     return torch.randn(n, model.config.z_dim, generator=generator, device=model.device)
 
@@ -467,8 +493,8 @@ def cmd_grow(args) -> int:
     _check_animation(Path(args.out), args.fps, [args.checkpoint])
     model = _model(args, allow_untrained=True)
     _require_growth(model, "grow")
-    z = _latents(model, args.n, args.seed)
     kwargs = _step_kwargs(model, args.steps)
+    z = _latents(model, args.n, args.seed, args.steps, keep_states=1)
     with torch.no_grad():
         states, schedule = model.grow(z, **kwargs)
     frames = _growth_frames(model, [states], schedule, args.n)
@@ -506,12 +532,13 @@ def cmd_damage(args) -> int:
         c = model.config
         at_step = args.at_step if args.at_step is not None else c.max_steps
         kwargs = _step_kwargs(model, args.steps if args.steps is not None else at_step + c.max_steps)
+        _latents(model, args.n, args.seed, kwargs["steps"], keep_states=2)      # refuses what cannot fit
         schedule = model.decoder.schedule(**kwargs)
     if not 0 <= at_step < len(schedule):
         raise CLIError(f"--at-step {at_step}: the growth has states 0..{len(schedule) - 1}")
     generator = torch.Generator().manual_seed(args.seed + 1)
     damage = damage_right_half if kind == "right-half" else (lambda s: damage_random_square(s, generator))
-    z = _latents(model, args.n, args.seed)
+    z = _latents(model, args.n, args.seed, kwargs.get("steps"), keep_states=2)    # damaged and intact
     with torch.no_grad():
         damaged, schedule = model.grow(z, on_step=as_hook(damage, at_step), **kwargs)
         intact, _ = model.grow(z, **kwargs)
