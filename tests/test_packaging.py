@@ -115,6 +115,9 @@ x = (torch.rand(2, 1, 32, 32) > 0.5).float()
 loss = model(x)
 loss.backward()
 elbo = model.elbo(x).elbo
+import numpy as np
+from vnca_tutorial.player import frames_to_html        # reads its player.html from the installed package
+page = frames_to_html([np.zeros((4, 4, 3), np.uint8)], ["frame 0"])
 scripts = {}
 for e in md.distribution("vnca_tutorial").entry_points:
     if e.group == "console_scripts":
@@ -129,6 +132,7 @@ print(json.dumps({
     "loss": loss.item(),
     "elbo_shape": list(elbo.shape),
     "sample_shape": list(model.sample(2).shape),
+    "player_html": "vnca-animation-" in page and "frame 0" in page,
     "prefix": sys.prefix,
     "scripts": scripts,
 }))
@@ -153,6 +157,7 @@ def test_installed_wheel_works_outside_the_repo(installed, smoke):
     assert ROOT not in package_file.parents
     assert smoke["version"] == smoke["dist_version"] == PYPROJECT["project"]["version"]
     assert smoke["elbo_shape"] == [2] and smoke["sample_shape"] == [2, 1, 32, 32]
+    assert smoke["player_html"]                       # the player template ships as package data
     assert math.isfinite(smoke["loss"])
 
 

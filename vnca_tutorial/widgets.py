@@ -8,7 +8,8 @@ Explained in chapter 11 (book/11_interactive.md).
 - `growth_animation_html`, `damage_animation_html`: the same pictures as self-contained JavaScript
   animations for the static HTML book, where no kernel runs the widgets.
 
-The computing is done by plain functions (`grow_frames`, `damage_trajectories`) and plain methods
+The computing is done by plain functions in `vnca_tutorial.trajectories` (`grow_frames`,
+`damage_trajectories`), the no-kernel animations by `vnca_tutorial.player`, and plain methods
 (``explorer.set_step(t)``, ``lab.run()``) that run without a browser; the ipywidgets only call them.
 Every widget precomputes each frame it can show as a PNG, so moving a slider only swaps bytes. Bad input
 (an empty brush, a step past the end, a model with no growth) is reported in the widget's message area
@@ -20,289 +21,24 @@ and in ``.message``, never as a traceback.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
-import string
-import uuid
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .damage import apply_mask, as_hook, right_half_mask, square_mask
 from .decoders import StepInfo
-from .viz import image_grid, resize_nearest
+# widgets re-exports the computation and the player, so that `from vnca_tutorial.widgets import ...` finds
+# everything chapter 11 uses in one place
+from .player import (DISPLAY_PIXELS, _png_array, _scale, damage_animation_html, describe,  # noqa: F401
+                     frames_to_html, growth_animation_html, png)
+from .trajectories import (DAMAGE_KINDS, DamageResult, Growth, _check_trajectory, _image,  # noqa: F401
+                           _images, brush_mask, damage_mask, damage_trajectories, default_damage_step,
+                           default_steps, encode, grow_frames, has_trajectory, image_frames, prior_z,
+                           schedule, to_unit)
 
-DAMAGE_KINDS = ("right half", "square", "brush")
 BRUSH_RESOLUTION = 8  # the UI brush is an 8 x 8 grid of toggles, mapped onto the grid being damaged
-DISPLAY_PIXELS = 160  # each image is drawn about this wide (nearest-neighbour upscaling)
-
-
-# --------------------------------------------------------------------------- helpers
-def has_trajectory(model) -> bool:
-    """True for models whose decoder grows through states (the VNCA); False for the conv baseline."""
-    return getattr(model, "grows", False)
-
-
-def _check_trajectory(model, name: str = "this model") -> None:
-    if not has_trajectory(model):
-        raise ValueError(f"{name} ({type(model).__name__}) has no growth trajectory: its decoder is not a "
-                         f"cellular automaton, so there are no intermediate states to show or damage. "
-                         f"Choose a VNCA (doubling or non-doubling).")
-
-
-def _images(images) -> Tensor | None:
-    """ImageData or a tensor (N, C, H, W) -> the tensor (or None)."""
-    if images is None:
-        return None
-    images = getattr(images, "images", images)
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a tensor (N, C, H, W) or an ImageData, got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
-    return images
-
-
-def _image(images: Tensor | None, index: int) -> Tensor:  # -> (1, C, H, W)
-    if images is None:
-        raise ValueError("no test images were given to this widget; pass images=... to encode one")
-    if not isinstance(index, (int, np.integer)) or not 0 <= index < len(images):
-        raise ValueError(f"test image index {index} is out of range: choose 0 to {len(images) - 1}")
-    return images[int(index):int(index) + 1]
-
-
-@torch.no_grad()
-def encode(model, x: Tensor) -> Tensor:
-    """The mean of q(z|x), (B, Z): the code the widgets grow from a test image."""
-    return model.q_z_given_x(x).mean
-
-
-def prior_z(model, n: int = 1, seed: int = 0) -> Tensor:
-    """n draws z ~ p(z) = N(0, I), (n, Z), reproducible from ``seed``."""
-    z = torch.randn(n, model.config.z_dim, generator=torch.Generator().manual_seed(int(seed)))
-    return z.to(model.device)
-
-
-def to_unit(images: Tensor, likelihood: str) -> Tensor:
-    """Images (B, C, H, W) as float in [0, 1] for drawing: probabilities as they are, 8-bit values / 255."""
-    x = images.detach().float().cpu()
-    return (x / 255.0 if likelihood == "dlogistic" else x).clamp(0, 1)
-
-
-def _scale(size: int) -> int:
-    return max(1, DISPLAY_PIXELS // size)
-
-
-def _png_array(array: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 (H, W, 3) array (fast compression: these are made by the dozen)."""
-    from PIL import Image
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def png(images: Tensor, likelihood: str, scale: int, nrow: int | None = None) -> bytes:
-    """PNG bytes of a row (or grid) of images (B, C, H, W), each upscaled ``scale`` times."""
-    return _png_array(image_grid(to_unit(images, likelihood), nrow=nrow or len(images), scale=scale))
-
-
-def describe(info: StepInfo, n_states: int, doubling: bool) -> str:
-    """'step 20 of 44 · 8×8 cells · NCA step (after 2 doublings)': what produced a state, for captions."""
-    if info.kind == "seed":
-        what = "seed: every cell holds z"
-    elif info.kind == "double":
-        what = f"doubling {info.stage}: every cell copied into four"
-    else:
-        what = f"NCA step (after {info.stage} doubling{'s' if info.stage != 1 else ''})" if doubling \
-            else "NCA step"
-    return f"step {info.index} of {n_states - 1} · {info.size}×{info.size} cells · {what}"
-
-
-# --------------------------------------------------------------------------- growth
-@dataclass
-class Growth:
-    """One growth trajectory, ready to draw (chapter 11)."""
-    z: Tensor                 # (B, Z) the codes grown
-    infos: list[StepInfo]     # what produced each state (decoders.StepInfo)
-    means: Tensor             # (T+1, B, C, S, S) mean of p(x | state t), cells upscaled to the final S x S
-    samples: Tensor | None    # (T+1, B, C, S, S) a sample of p(x | state t), upscaled the same way
-
-
-@torch.no_grad()
-def image_frames(model, states: Sequence[Tensor], sample_seed: int | None = 0
-                 ) -> tuple[Tensor, Tensor | None]:
-    """The mean and a sample of p(x | state) for every state, upscaled to the last state's grid.
-
-    Every sample is drawn with the same seed, so states of the same size share their noise and a sample
-    changes between steps only where the probabilities do (no flicker when the frames are played).
-    ``sample_seed=None`` skips the samples.
-    """
-    size = states[-1].shape[-1]
-    means, samples = [], []
-    for state in states:
-        p = model.likelihood(state)
-        means.append(resize_nearest(p.mean, size).cpu())       # (B, C, S, S)
-        if sample_seed is not None:
-            samples.append(resize_nearest(_seeded(p.sample, sample_seed, state.device), size).cpu())
-    return torch.stack(means), (torch.stack(samples) if samples else None)
-
-
-def _seeded(draw: Callable[[], Tensor], seed: int, device: torch.device) -> Tensor:
-    """draw() with the global generator of ``device`` seeded, leaving the global random state as it was.
-    (Seeds only that generator: torch.manual_seed would also queue seeds for every lazy accelerator.)"""
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else []):
-        generator = torch.cuda.default_generators[device.index or 0] if cuda else torch.default_generator
-        generator.manual_seed(seed)
-        return draw()
-
-
-@torch.no_grad()
-def grow_frames(model, z: Tensor, steps: int | None = None, sample_seed: int | None = 0) -> Growth:
-    """Grow z (B, Z) with ``model.grow`` and keep, per state, the image mean and a sample (chapter 11).
-    ``sample_seed=None`` skips the samples."""
-    _check_trajectory(model)
-    states, infos = model.grow(z, steps=steps)
-    means, samples = image_frames(model, states, sample_seed)
-    return Growth(z.detach().cpu(), infos, means, samples)
-
-
-# --------------------------------------------------------------------------- damage
-def brush_mask(brush, size: int) -> Tensor:
-    """A (size, size) bool mask from a brush: a list of (row, col) cells of that grid, or a square bool
-    mask at any resolution that divides or is a multiple of ``size`` (resampled: a cell is damaged if any
-    brushed pixel falls in it). Raises ValueError for an empty brush or cells outside the grid."""
-    if isinstance(brush, (Tensor, np.ndarray)):
-        m = torch.as_tensor(brush).bool()
-        if m.dim() != 2 or m.shape[0] != m.shape[1]:
-            raise ValueError(f"a brush mask must be square (n, n), got shape {tuple(m.shape)}")
-        n = m.shape[0]
-        if n == size:
-            out = m.clone()
-        elif size % n == 0:
-            f = size // n
-            out = m.repeat_interleave(f, 0).repeat_interleave(f, 1)
-        elif n % size == 0:
-            f = n // size
-            out = m.view(size, f, size, f).any(3).any(1)
-        else:
-            raise ValueError(f"a {n}x{n} brush cannot be mapped onto a {size}x{size} grid: use a mask "
-                             f"whose side divides or is a multiple of {size}")
-    else:
-        out = torch.zeros(size, size, dtype=torch.bool)
-        for cell in brush or []:
-            r, c = (int(v) for v in cell)
-            if not (0 <= r < size and 0 <= c < size):
-                raise ValueError(f"brushed cell ({r}, {c}) lies outside the {size}x{size} grid at the "
-                                 f"damage step (rows and columns run from 0 to {size - 1})")
-            out[r, c] = True
-    if not out.any():
-        raise ValueError("the brush is empty: brush some cells (click the grid, or set_brush(mask)) "
-                         "before running")
-    return out
-
-
-def damage_mask(kind: str, size: int, top: int = 0, left: int = 0, square: int = 1, brush=None) -> Tensor:
-    """The (size, size) bool mask of the cells to zero: "right half", "square" (a square x square block
-    at (top, left), clipped to the grid) or "brush" (see `brush_mask`)."""
-    if kind == "right half":
-        return right_half_mask(size, size)
-    if kind == "square":
-        return square_mask(size, size, int(top), int(left), int(square))
-    if kind == "brush":
-        return brush_mask(brush, size)
-    raise ValueError(f"unknown damage {kind!r}; choose one of {DAMAGE_KINDS}")
-
-
-def default_steps(model) -> int | None:
-    """Trajectory length for damage experiments: a non-doubling VNCA grows for max_steps and then runs as
-    many again to recover (Fig. 11); the doubling VNCA's length is fixed by its schedule (None)."""
-    _check_trajectory(model)
-    return None if model.doubling else 2 * model.decoder.max_steps
-
-
-def default_damage_step(model, steps: int | None = None) -> int:
-    """Where the paper damages: a non-doubling VNCA once fully grown (step max_steps, Fig. 11); a
-    doubling VNCA right after its last doubling, leaving the last M NCA steps to repair it."""
-    _check_trajectory(model)
-    if not model.doubling:
-        return min(model.decoder.max_steps, steps if steps is not None else model.decoder.max_steps)
-    return [i.index for i in model.decoder.schedule() if i.kind == "double"][-1]
-
-
-def schedule(model, steps: int | None = None) -> list[StepInfo]:
-    """The StepInfo of every state a growth passes through (no computation)."""
-    _check_trajectory(model)
-    return model.decoder.schedule(steps)
-
-
-@dataclass
-class DamageResult:
-    """An undamaged and a damaged growth of the same z (chapter 11)."""
-    z: Tensor                      # (B, Z)
-    x: Tensor                      # (B, C, S, S) the data image the log-likelihoods score
-    at_step: int                   # the trajectory index of the damaged state
-    mask: Tensor                   # (h, w) bool: the zeroed cells of the grid at ``at_step``
-    infos: list[StepInfo]
-    undamaged: Tensor              # (T+1, B, C, S, S) image means of the undamaged growth
-    damaged: Tensor                # (T+1, B, C, S, S) image means of the damaged growth
-    state_before: Tensor           # (B, Z, h, w) the undamaged state at ``at_step``
-    state_after: Tensor            # (B, Z, h, w) the same state once damaged
-    errors: Tensor                 # (T+1, B) mean |damaged - undamaged| per pixel at every step, in [0, 1]
-    log_likelihoods: dict          # name -> (B,) log p(x | state) in nats, or None where undefined
-
-
-@torch.no_grad()
-def damage_trajectories(model, z: Tensor, mask: Tensor, at_step: int, x: Tensor | None = None,
-                        steps: int | None = None) -> DamageResult:
-    """Grow z twice, once untouched and once with ``mask`` zeroed in the state with index ``at_step``
-    (via `damage.as_hook`), and measure the damage and the recovery.
-
-    ``x`` is the image the log-likelihoods score; without it, the undamaged final mean rounded to a valid
-    image (binarised, or rounded to 8 bits) stands in for the data. ``log_likelihoods`` holds log p(x |
-    state) for the undamaged and the damaged final states, and, when the grid at ``at_step`` already has
-    the image's size, for the state just before and just after the damage.
-    """
-    _check_trajectory(model)
-    infos = schedule(model, steps)
-    if not 0 <= at_step < len(infos):
-        raise ValueError(f"damage step {at_step} is {'past the end' if at_step > 0 else 'before the start'} "
-                         f"of the trajectory: its states are numbered 0 to {len(infos) - 1}")
-    size = infos[at_step].size
-    if tuple(mask.shape) != (size, size):
-        raise ValueError(f"the damage mask is {tuple(mask.shape)} but the grid at step {at_step} is "
-                         f"{size}x{size}")
-    if not mask.any():
-        raise ValueError("the damage mask is empty: it would not damage any cell")
-    kw = {"steps": steps}
-    mask = mask.to(model.device)
-    states_u, _ = model.grow(z, **kw)
-    states_d, _ = model.grow(z, on_step=as_hook(lambda s: apply_mask(s, mask), at_step), **kw)
-    lik = model.config.likelihood
-    if x is None:
-        m = model.likelihood(states_u[-1]).mean
-        x = (m > 0.5).float() if lik == "bernoulli" else m.round().clamp(0, 255)
-    x = x.to(model.device)
-
-    def log_p(state: Tensor) -> Tensor:  # (B,) nats
-        return model.likelihood(state).log_prob(x).cpu()
-
-    same_size = size == states_u[-1].shape[-1]
-    log_likelihoods = {
-        "before damage": log_p(states_u[at_step]) if same_size else None,
-        "just after damage": log_p(states_d[at_step]) if same_size else None,
-        "after recovery (damaged, end)": log_p(states_d[-1]),
-        "undamaged, end": log_p(states_u[-1]),
-    }
-    undamaged, _ = image_frames(model, states_u, sample_seed=None)
-    damaged, _ = image_frames(model, states_d, sample_seed=None)
-    errors = (to_unit(damaged.flatten(0, 1), lik) - to_unit(undamaged.flatten(0, 1), lik)).abs()
-    errors = errors.mean((1, 2, 3)).view(len(infos), -1)                    # (T+1, B)
-    return DamageResult(z.detach().cpu(), x.cpu(), at_step, mask.cpu(), infos, undamaged, damaged,
-                        states_u[at_step].cpu(), states_d[at_step].cpu(), errors, log_likelihoods)
 
 
 # --------------------------------------------------------------------------- widget base
@@ -330,6 +66,19 @@ class _Widget:
             except Exception as e:  # noqa: BLE001 -- a browser user must never get a traceback
                 self._say(f"{type(e).__name__}: {e}")
         return callback
+
+    def _show_step(self, t: int, ready: bool, not_ready: str) -> None:
+        """Move the step slider to t (its observer draws the frame), or say why not."""
+        if not ready:
+            self._say(not_ready)
+            return
+        if not 0 <= t < len(self.frames):
+            self._say(f"step {t} is outside the trajectory: choose 0 to {len(self.frames) - 1}")
+            return
+        if self.slider.value != t:
+            self.slider.value = t  # the observer draws
+        else:
+            self._draw(t)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -416,16 +165,7 @@ class GrowthExplorer(_Widget):
     # --- moving through the trajectory
     def set_step(self, t: int) -> None:
         """Show state t (what the slider and Play call)."""
-        if self.growth is None:
-            self._say("nothing has been grown yet")
-            return
-        if not 0 <= t < len(self.frames):
-            self._say(f"step {t} is outside the trajectory: choose 0 to {len(self.frames) - 1}")
-            return
-        if self.slider.value != t:
-            self.slider.value = t  # the observer draws
-        else:
-            self._draw(t)
+        self._show_step(t, self.growth is not None, "nothing has been grown yet")
 
     def _draw(self, t: int) -> None:
         self.step = t
@@ -671,16 +411,7 @@ class DamageLab(_Widget):
     # --- moving through the result
     def set_step(self, t: int) -> None:
         """Show step t of both trajectories (what the slider and Play call)."""
-        if self.result is None:
-            self._say("press run first")
-            return
-        if not 0 <= t < len(self.frames):
-            self._say(f"step {t} is outside the trajectory: choose 0 to {len(self.frames) - 1}")
-            return
-        if self.slider.value != t:
-            self.slider.value = t
-        else:
-            self._draw(t)
+        self._show_step(t, self.result is not None, "press run first")
 
     def _draw(self, t: int) -> None:
         if not self.frames:
@@ -893,99 +624,3 @@ class LatentExplorer(_Widget):
     def strip(self) -> Tensor:  # (n, C, H, W)
         """Every decoded image of the current mode, in order (Fig. 5a's row, for a static figure)."""
         return self._mode_frames()[0]
-
-
-# --------------------------------------------------------------------------- static HTML
-_PLAYER = string.Template("""\
-<div id="vnca-animation-$id" style="font: 12px sans-serif; margin: 0.5em 0">
-  <img src="$first" width="$width" height="$height" alt="animation frame"
-       style="image-rendering: pixelated; display: block">
-  <div class="vnca-caption" style="margin: 0.3em 0; white-space: pre-line">$caption</div>
-  <button class="vnca-first" title="first frame">&#x25C1;&#x25C1;</button>
-  <button class="vnca-previous" title="previous frame">&#x25C1;</button>
-  <button class="vnca-play" title="play / pause">&#x25B6;</button>
-  <button class="vnca-next" title="next frame">&#x25B7;</button>
-  <button class="vnca-last" title="last frame">&#x25B7;&#x25B7;</button>
-  <input type="range" min="0" max="$last" value="$last" style="vertical-align: middle; width: 12em">
-  <label><input type="checkbox"> loop</label>
-</div>
-<script>
-(function vncaAnimation() {  // a player for frames embedded below: nothing is fetched
-  var frames = $frames, captions = $captions, interval = $interval, i = $last, timer = null;
-  var root = document.getElementById("vnca-animation-$id");
-  var image = root.querySelector("img"), caption = root.querySelector(".vnca-caption");
-  var slider = root.querySelector("input[type=range]"), loop = root.querySelector("input[type=checkbox]");
-  var play = root.querySelector(".vnca-play");
-  function show(k) {
-    i = Math.max(0, Math.min(frames.length - 1, k));
-    image.src = frames[i]; caption.textContent = captions[i]; slider.value = i;
-  }
-  function stop() { clearInterval(timer); timer = null; play.innerHTML = "&#x25B6;"; }
-  function tick() {
-    if (i < frames.length - 1) show(i + 1); else if (loop.checked) show(0); else stop();
-  }
-  play.onclick = function () {
-    if (timer) { stop(); return; }
-    if (i >= frames.length - 1) show(0);
-    timer = setInterval(tick, interval); play.innerHTML = "||";
-  };
-  root.querySelector(".vnca-first").onclick = function () { stop(); show(0); };
-  root.querySelector(".vnca-previous").onclick = function () { stop(); show(i - 1); };
-  root.querySelector(".vnca-next").onclick = function () { stop(); show(i + 1); };
-  root.querySelector(".vnca-last").onclick = function () { stop(); show(frames.length - 1); };
-  slider.oninput = function () { stop(); show(parseInt(slider.value, 10)); };
-})();
-</script>
-""")
-
-
-def frames_to_html(frames: Sequence[np.ndarray], captions: Sequence[str], interval: int = 120) -> str:
-    """A self-contained JavaScript player for uint8 (H, W, 3) frames with a caption each: the frames are
-    embedded as base64 PNGs and the player is inline, so it plays in any browser without a kernel and
-    fetches nothing. It opens on the last frame; play starts from the first."""
-    urls = ["data:image/png;base64," + base64.b64encode(_png_array(f)).decode("ascii") for f in frames]
-    h, w = frames[0].shape[:2]
-    return _PLAYER.substitute(
-        id=uuid.uuid4().hex, first=urls[-1], width=w, height=h, caption=html.escape(captions[-1]),
-        last=len(frames) - 1, frames=json.dumps(urls), captions=json.dumps(list(captions)),
-        interval=int(interval))
-
-
-def growth_animation_html(model, n: int = 4, seed: int = 0, images=None, steps: int | None = None,
-                          interval: int = 120, scale: int = 3) -> str:
-    """HTML of a no-kernel animation of n growths (z ~ p(z) with ``seed``, or the encodings of the first
-    n of ``images``): the image mean of every state, upscaled to the final grid."""
-    _check_trajectory(model)
-    z = encode(model, _images(images)[:n]) if images is not None else prior_z(model, n, seed)
-    g = grow_frames(model, z, steps, sample_seed=None)
-    lik = model.config.likelihood
-    frames = [image_grid(to_unit(m, lik), nrow=len(z), scale=scale) for m in g.means]
-    titles = [describe(info, len(g.infos), model.doubling) for info in g.infos]
-    return frames_to_html(frames, titles, interval)
-
-
-def damage_animation_html(model, damage: str | Tensor = "right half", at_step: int | None = None,
-                          n: int = 4, seed: int = 0, images=None, steps: int | None = None,
-                          interval: int = 120, scale: int = 3) -> str:
-    """HTML of a no-kernel animation of n growths, undamaged (top row) and damaged at ``at_step`` (bottom
-    row). ``damage``: "right half", "square" (the centred half-size square), or a brush mask (see
-    `brush_mask`). Defaults: the paper's damage step and, for a non-doubling VNCA, 2 max_steps steps."""
-    _check_trajectory(model)
-    steps = default_steps(model) if steps is None else steps
-    at_step = default_damage_step(model, steps) if at_step is None else at_step
-    infos = schedule(model, steps)
-    if not 0 <= at_step < len(infos):
-        raise ValueError(f"damage step {at_step} is past the end of the trajectory (0 to {len(infos) - 1})")
-    size = infos[at_step].size
-    if isinstance(damage, str):
-        mask = damage_mask(damage, size, size // 4, size // 4, max(1, size // 2))
-    else:
-        mask = brush_mask(damage, size)
-    z = encode(model, _images(images)[:n]) if images is not None else prior_z(model, n, seed)
-    r = damage_trajectories(model, z, mask, at_step, steps=steps)
-    lik = model.config.likelihood
-    frames = [image_grid(to_unit(torch.cat([u, d]), lik), nrow=len(z), scale=scale)
-              for u, d in zip(r.undamaged, r.damaged)]
-    titles = [f"{describe(info, len(infos), model.doubling)}\ntop: undamaged, bottom: damaged at step "
-              f"{at_step} · error {r.errors[info.index].mean().item():.3f}" for info in infos]
-    return frames_to_html(frames, titles, interval)

@@ -50,7 +50,7 @@ PAGE_ERROR_ALLOW = [
 ]
 
 # The two kinds of animation that need no kernel: matplotlib's Animation.to_jshtml, and the player of
-# vnca_tutorial.widgets.frames_to_html. Each has an <img>, a range slider and first/next buttons.
+# vnca_tutorial.player.frames_to_html. Each has an <img>, a range slider and first/next buttons.
 ANIMATION_KINDS = {
     "matplotlib to_jshtml": {
         "root": "div.animation",
