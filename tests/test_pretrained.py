@@ -152,3 +152,19 @@ def test_the_readme_table_states_each_card(name):
               else f"{bound['nats']:.2f} nats")
     assert cells[3].startswith(figure + " ("), (cells[3], figure)
     assert f"{n:,}" in cells[3] and (("all" in cells[3]) == card["data"]["test"].startswith("all"))
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.PAPER_PRESET))
+def test_the_paper_against_this_book_table_reads_the_card(name):
+    if name not in pretrained.names():
+        pytest.skip(f"{name} is not shipped")
+    card, table = pretrained.card(name), pretrained.against_paper(name)
+    rows = table.splitlines()
+    assert rows[:2] == ["| | paper | this book |", "|---|---|---|"]
+    assert all(r.startswith("| ") and r.endswith(" |") and r.count(" | ") == 2 for r in rows[2:])  # 3 cells
+    unit = "bpd" if card["config"]["likelihood"] == "dlogistic" else "nats"
+    assert f"{card['test_bound'][unit]:.2f}" in rows[2] and card["data"]["test"] in rows[2]
+    if card.get("paper"):
+        assert f"{card['paper'][unit]:.2f}" in rows[2]
+    assert f"{card['updates']:,} updates" in table and card["hardware"] in table
+    assert ("pool training" in table) == ("min_steps" in card["config"])

@@ -88,3 +88,52 @@ def load_or_train(name: str, fallback_updates: int = 200, images=None, device: s
                                                        progress=False, device=device))
     return model.eval(), (f"no pretrained {name!r} is shipped, so this chapter trained "
                           f"{config.name!r} for {fallback_updates} updates")
+
+
+# the paper-scale preset of each shipped model's family: what the paper trained (appendix A)
+PAPER_PRESET = {"mnist_doubling_small": "mnist_doubling", "mnist_nondoubling_small": "mnist_nondoubling",
+                "noto_doubling_small": "noto_doubling", "mnist_baseline_small": "mnist_baseline"}
+
+
+def against_paper(name: str) -> str:
+    """A Markdown table for the book's "paper against this book" boxes (chapters 4, 5, 8, 9): the paper's
+    test figure, model size and training (its paper-scale preset) beside the shipped model's, all read
+    from the card, so the box always describes the model that ships."""
+    from ..config import get_preset
+    c = card(name)
+    mine, paper, bound = c["config"], get_preset(PAPER_PRESET[name]), c["test_bound"]
+    unit = "bpd" if mine["likelihood"] == "dlogistic" else "nats"
+
+    def figure(value: float) -> str:
+        return f"{value:.2f} bits/dim" if unit == "bpd" else f"{value:.2f} nats"
+    paper_figure = (c.get("paper") or {}).get(unit)
+    rows = [("test bound, k = 128", figure(paper_figure) if paper_figure is not None else "no figure recorded",
+             f"{figure(bound[unit])} ({c['data']['test']})"),
+            ("\\|z\\| = channels per cell, width of u", f"{paper.z_dim}, {paper.hidden}",
+             f"{mine['z_dim']}, {mine['hidden']}") if "n_blocks" in mine else
+            ("\\|z\\|", f"{paper.z_dim}", f"{mine['z_dim']}")]
+    if "n_doublings" in mine:
+        rows.append(("residual blocks, steps per stage M", f"{paper.n_blocks}, {paper.steps_per_stage}",
+                     f"{mine['n_blocks']}, {mine['steps_per_stage']}"))
+    if "min_steps" in mine:
+        rows.append(("steps T, p_update", f"{paper.min_steps} to {paper.max_steps}, {paper.p_update:g}",
+                     f"{mine['min_steps']} to {mine['max_steps']}, {mine['p_update']:g}"))
+        added = [f"a penalty on \\|state\\| beyond {mine['state_bound']:g}" if mine.get("state_bound") else "",
+                 f"pool states aged up to {mine['pool_extra_steps']} steps" if mine.get("pool_extra_steps") else "",
+                 f"a penalty of weight {mine['stationarity']:g} on the change of one more step"
+                 if mine.get("stationarity") else "",
+                 f"{mine['pool_fraction']:g} of each batch from the pool, {mine['damage_fraction']:g} of "
+                 "those damaged"]
+        rows.append(("pool training", f"{paper.pool_fraction:g} of each batch from the pool, "
+                     f"{paper.damage_fraction:g} of those damaged", "; ".join(a for a in added if a)))
+    rows.append(("training", f"{paper.n_updates:,} updates of batch {paper.batch_size}, lr {paper.lr:g}, on a GPU",
+                 f"{c['updates']:,} updates of batch {c['batch_size']}, lr {mine['lr']:g}"
+                 f"{' (last phase)' if c.get('phases') else ''}, "
+                 f"{c['train_wall_time_hours']} h on {c['hardware']}"))
+    attractors = c.get("attractors") or {}
+    for rec in attractors.get("recovery", []):
+        what = rec["damage"].replace("_", " ")
+        regrows = "regrown, in pictures (Fig. 9)" if "min_steps" in mine else "not regrown (Fig. 11)"
+        rows.append((f"back within 10 nats after the {what}", regrows,
+                     f"{100 * rec['fraction_recovered']:.0f}% of {attractors['n_images']} random test digits"))
+    return "\n".join(["| | paper | this book |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows])
