@@ -225,6 +225,32 @@ def test_a_learning_rate_of_one_diverges(tmp_path):
 
 
 # --- checkpoints and metrics ----------------------------------------------------------------------
+def test_atomic_write_syncs_before_and_after_the_rename_and_clears_stale_temps(tmp_path, monkeypatch):
+    import os
+    import time
+    target = tmp_path / "card.json"
+    stale, fresh = tmp_path / ".card.json.old.tmp", tmp_path / ".card.json.busy.tmp"
+    stale.write_text("left by a killed write")
+    fresh.write_text("another writer, still busy")
+    os.utime(stale, (time.time() - 2 * ckpt.STALE_TEMP_S,) * 2)
+    synced, fsync = [], os.fsync
+    events = []
+
+    def record_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else fd)
+        events.append("fsync")
+        return fsync(fd)
+    replace = os.replace
+    monkeypatch.setattr(os, "fsync", record_fsync)
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("rename"), replace(a, b))[1])
+    ckpt.atomic_write(target, lambda tmp: Path(tmp).write_text("{}"))
+    assert target.read_text() == "{}"
+    assert events == ["fsync", "rename", "fsync"]          # the data, then the directory entry
+    if os.path.exists("/proc/self/fd"):
+        assert synced[0].endswith(".tmp") and synced[1] == str(tmp_path)
+    assert not stale.exists() and fresh.exists()
+
+
 def test_checkpoints_are_atomic_and_corruption_is_reported(tmp_path, monkeypatch):
     cfg = doubling()
     run = tmp_path / "run"

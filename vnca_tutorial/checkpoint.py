@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -32,16 +33,48 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+STALE_TEMP_S = 3600.0   # a temporary file this old was left by a write that was killed
+
+
+def _fsync(path: str | Path, directory: bool = False) -> None:
+    """Ask the OS to put ``path`` on disk (a directory: the names in it); a no-op where it cannot."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:                       # e.g. Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of ``path`` left by killed writes (older than STALE_TEMP_S)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
+        except OSError:                   # removed or finished by another process meanwhile
+            pass
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    """Call ``write(tmp_path)``, put it on disk, then rename it onto ``path``: readers never see a
+    half-written file, and a crash or power cut leaves either the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600 files; give the usual permissions
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)   # the rename itself
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
