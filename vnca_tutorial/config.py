@@ -134,7 +134,7 @@ class NonDoublingConfig(BaseConfig):
                 raise ValueError(f"{f} must lie in [0, 1], got {getattr(self, f)}")
         if self.pool_size < self.batch_size:
             raise ValueError(f"pool_size ({self.pool_size}) must hold at least one batch "
-                             f"({self.batch_size} states)")
+                             f"(batch_size = {self.batch_size} states): raise pool_size or lower batch_size")
         if not isinstance(self.pool_extra_steps, int) or self.pool_extra_steps < 0:
             raise ValueError(f"pool_extra_steps must be an integer >= 0, got {self.pool_extra_steps!r}")
         if not (0.0 <= self.stationarity < float("inf")):
