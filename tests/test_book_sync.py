@@ -12,6 +12,7 @@ import pytest
 jupytext = pytest.importorskip("jupytext")
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
+REPO = BOOK.parent
 FIX = "regenerate it with: python tools/sync_notebooks.py"
 
 
@@ -60,3 +61,16 @@ def test_every_notebook_has_a_chapter():
     sources = {p.stem for p in chapters()}
     orphans = [p.name for p in sorted(BOOK.glob("*.ipynb")) if p.stem not in sources]
     assert not orphans, f"notebooks without a book/*.md chapter (delete them or add the chapter): {orphans}"
+
+
+def test_every_chapter_installs_the_version_it_was_built_with_in_colab():
+    import importlib.util
+    import tomllib
+    spec = importlib.util.spec_from_file_location("sync_notebooks", REPO / "tools" / "sync_notebooks.py")
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    cell = sync.colab_cell()
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert f'"vnca_tutorial=={version}"' in cell and f"@v{version}" in cell and "SystemExit" in cell
+    for md in chapters():
+        assert md.read_text(encoding="utf-8").count(cell) == 1, f"{md.name}: run python tools/sync_notebooks.py"
