@@ -572,15 +572,9 @@ def _add_model_options(p: argparse.ArgumentParser, untrained: bool = True) -> No
         p.set_defaults(set=[])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _train_parser(sub) -> None:
+    """The `vnca train` options."""
     presets = ", ".join(sorted(PRESETS))
-    parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                     description="Variational Neural Cellular Automata (Palm et al., ICLR 2022): train, "
-                                 "evaluate and watch the models of the vnca_tutorial book.",
-                     epilog=__doc__.split("\n\n")[1] + "\n\nRun 'vnca COMMAND --help' for the options of a command.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
     p = sub.add_parser("train", help="train a preset (resumable, works under torchrun)",
                        formatter_class=_Formatter, description=(
                            "Train a preset with Adam and the beta-ELBO (pool and damage training for the "
@@ -611,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
+
+def _eval_parser(sub) -> None:
+    """The `vnca eval` options."""
     p = sub.add_parser("eval", help="importance-weighted bound on log p(x) over the test split",
                        formatter_class=_Formatter, description=(
                            "The IWAE bound with k importance samples per test image, in nats and bits/dim "
@@ -631,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _sample_parser(sub) -> None:
+    """The `vnca sample` options."""
     p = sub.add_parser("sample", help="a PNG grid of samples", formatter_class=_Formatter, description=(
         "Images from the model: z ~ N(0, I), then the mean of p(x|z).\n\n"
         "example:\n  vnca sample --checkpoint runs/mnist_doubling_cpu/checkpoint.safetensors --n 64 "
@@ -641,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_sample)
 
+
+def _grow_parser(sub) -> None:
+    """The `vnca grow` options."""
     p = sub.add_parser("grow", help="a GIF of samples growing from their seeds", formatter_class=_Formatter,
                        description=(
                            "Every state of the growth (paper Fig. 4): each frame shows the image mean of "
@@ -656,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_grow)
 
+
+def _damage_parser(sub) -> None:
+    """The `vnca damage` options."""
     p = sub.add_parser("damage", help="a GIF of the growth with damage, next to the undamaged growth",
                        formatter_class=_Formatter, description=(
                            "Grow samples, zero part of the cells at step T, and watch them recover (left), "
@@ -676,6 +682,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_float, default=12.0, help="frames per second (default: 12)")
     _add_common(p)
     p.set_defaults(func=cmd_damage)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `vnca` command line: one small function per subcommand."""
+    parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Variational Neural Cellular Automata (Palm et al., ICLR 2022): train, "
+                                 "evaluate and watch the models of the vnca_tutorial book.",
+                     epilog=__doc__.split("\n\n")[1] + "\n\nRun 'vnca COMMAND --help' for the options of a command.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _train_parser(sub)
+    _eval_parser(sub)
+    _sample_parser(sub)
+    _grow_parser(sub)
+    _damage_parser(sub)
     return parser
 
 
