@@ -213,3 +213,23 @@ def test_the_stationarity_penalty_counts_the_pool_rows_only(fraction):
     assert (change > 0).all()
     assert (losses[0.5] - losses[0.0]).item() == pytest.approx(0.5 * change.sum().item() / B, rel=1e-4)
     assert stats["step_change"] == pytest.approx(change.mean().item(), rel=1e-4)
+
+
+def test_ageing_draws_every_extra_step_count_from_0_to_the_maximum_and_no_other():
+    from vnca_tutorial.pool import age
+    model = tiny_model()
+    asked = []
+    model.decoder.run = lambda states, steps, **kw: (asked.append(steps), states)[1]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        age(model, torch.zeros(2, Z, S, S), 3, generator=g)
+    assert set(asked) == {0, 1, 2, 3}                   # E ~ U{0, ..., max_extra}
+
+
+def test_pool_rows_start_as_soon_as_the_pool_holds_one_batch():
+    model, pool = tiny_model(pool_fraction=0.5), StatePool(P)
+    states = torch.ones(B, Z, S, S)
+    pool.put(pool.slots_for_fresh(B), states, images())
+    assert len(pool) == B
+    _, stats = pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert stats["from_pool"] == B // 2
