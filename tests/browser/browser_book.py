@@ -124,6 +124,14 @@ def toc_chapters() -> list[str]:
     return [re.sub(r"\.(md|ipynb)$", "", f) for f in files]
 
 
+@functools.cache
+def toc_notebooks() -> list[str]:
+    """The documents of _toc.yml that are notebooks (a jupytext header), which get launch buttons; the
+    others (the references page) are plain pages."""
+    return [d for d in toc_chapters()
+            if (ROOT / f"{d}.md").read_text(encoding="utf-8").startswith("---\njupytext:")]
+
+
 def expected_launch_links(docname: str) -> dict[str, str]:
     """The Colab URL (exact) and the Binder URL prefix and suffix that sphinx-book-theme makes from
     _config.yml's repository and launch_buttons settings for the notebook ``docname``.ipynb."""
