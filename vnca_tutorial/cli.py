@@ -467,6 +467,7 @@ def cmd_sample(args) -> int:
     from .viz import save_grid
     _check_output(args.out, "--out", [args.checkpoint], suffixes=(".png",))
     model = _model(args, allow_untrained=True)
+    _check_decode_memory(model, args.n)
     z = _latents(model, args.n, args.seed)
     with torch.no_grad():
         images = _unit(model, model.p_x_given_z(z).mean)
@@ -475,9 +476,9 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _latents(model, n: int, seed: int, steps: int | None = None, keep_states: int = 0) -> torch.Tensor:
-    """n latent vectors from the prior; refused first if decoding them (and keeping ``keep_states`` growths
-    of every state, for an animation) cannot fit in memory."""
+def _check_decode_memory(model, n: int, steps: int | None = None, keep_states: int = 0) -> None:
+    """Refuse, before allocating, to decode ``n`` images (keeping ``keep_states`` growths of every state,
+    for an animation) when that cannot fit in memory."""
     from .memory import decode_bytes, growth_bytes
     if n < 1:
         raise CLIError(f"--n must be a positive integer, got {n}")
@@ -485,6 +486,10 @@ def _latents(model, n: int, seed: int, steps: int | None = None, keep_states: in
     _check_memory(need, f"{'growing' if keep_states else 'decoding'} {n} images"
                   + (f" over {steps} steps" if steps else ""), "choose a smaller --n"
                   + (" or --steps" if steps else ""))
+
+
+def _latents(model, n: int, seed: int) -> torch.Tensor:  # (n, |z|)
+    """n latent vectors from the prior, reproducible from ``seed``."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
     return torch.randn(n, model.config.z_dim, generator=generator, device=model.device)
 
@@ -494,7 +499,8 @@ def cmd_grow(args) -> int:
     model = _model(args, allow_untrained=True)
     _require_growth(model, "grow")
     kwargs = _step_kwargs(model, args.steps)
-    z = _latents(model, args.n, args.seed, args.steps, keep_states=1)
+    _check_decode_memory(model, args.n, args.steps, keep_states=1)
+    z = _latents(model, args.n, args.seed)
     with torch.no_grad():
         states, schedule = model.grow(z, **kwargs)
     frames = _growth_frames(model, [states], schedule, args.n)
@@ -524,21 +530,20 @@ def cmd_damage(args) -> int:
         raise CLIError("--kind square is for the non-doubling model (paper Fig. 9); the doubling model is "
                        "damaged with --kind right-half (Fig. 11)")
     if model.doubling:
-        schedule = model.decoder.schedule()
-        at_step = args.at_step if args.at_step is not None else max(
-            i.index for i in schedule if i.kind == "double")  # the first state at full size
         kwargs = _step_kwargs(model, args.steps)
     else:
-        c = model.config
-        at_step = args.at_step if args.at_step is not None else c.max_steps
-        kwargs = _step_kwargs(model, args.steps if args.steps is not None else at_step + c.max_steps)
-        _latents(model, args.n, args.seed, kwargs["steps"], keep_states=2)      # refuses what cannot fit
-        schedule = model.decoder.schedule(**kwargs)
+        at_step = args.at_step if args.at_step is not None else model.config.max_steps
+        kwargs = _step_kwargs(model, args.steps if args.steps is not None else at_step + model.config.max_steps)
+    _check_decode_memory(model, args.n, kwargs.get("steps"), keep_states=2)    # damaged and intact
+    schedule = model.decoder.schedule(**kwargs)
+    if model.doubling:
+        at_step = args.at_step if args.at_step is not None else max(
+            i.index for i in schedule if i.kind == "double")  # the first state at full size
     if not 0 <= at_step < len(schedule):
         raise CLIError(f"--at-step {at_step}: the growth has states 0..{len(schedule) - 1}")
     generator = torch.Generator().manual_seed(args.seed + 1)
     damage = damage_right_half if kind == "right-half" else (lambda s: damage_random_square(s, generator))
-    z = _latents(model, args.n, args.seed, kwargs.get("steps"), keep_states=2)    # damaged and intact
+    z = _latents(model, args.n, args.seed)
     with torch.no_grad():
         damaged, schedule = model.grow(z, on_step=as_hook(damage, at_step), **kwargs)
         intact, _ = model.grow(z, **kwargs)
