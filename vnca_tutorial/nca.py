@@ -1,6 +1,6 @@
 """The neural cellular automaton: the update network u, one NCA step, and the doubling operator.
 
-Paper eq. (1): every cell updates its state from its 3x3 neighbourhood, x_{t+1} = x_t + u(x_t).
+Paper eq. (1): every cell updates its state from its 3x3 neighbourhood, s_{t+1} = s_t + u(s_t).
 Explained in chapter 1 (book/01_nca.md) and chapter 2 (book/02_doubling.md).
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ class NCA(nn.Module):
             update = self.update_net(state).float()      # (B, C, H, W)
         if mask is not None:
             update = update * mask                       # cells that do not fire keep their state
-        return state + update                            # eq. (1): x_{t+1} = x_t + u(x_t)
+        return state + update                            # eq. (1): s_{t+1} = s_t + u(s_t)
 
     def step(self, state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
         """One NCA step for every cell (or, with p_update < 1, for a random subset of the cells)."""
