@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 
@@ -29,3 +30,21 @@ def test_plot_scaling_draws_every_series_on_each_panel():
         for line, points in zip(ax.lines, result["series"].values()):
             assert list(line.get_xdata()) == result["sizes"]
             assert list(line.get_ydata()) == [p[key] for p in points]
+
+
+def test_show_grid_draws_the_image_grid_and_labels_columns_and_rows():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from vnca_tutorial.viz import image_grid, show_grid
+    images = torch.rand(6, 1, 8, 8)
+    fig, ax = plt.subplots()
+    show_grid(ax, images, ncol=3, column_labels=["a", "b", "c"], row_labels=["top", "bottom"])
+    assert (ax.images[0].get_array() == image_grid(images, nrow=3)).all()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["top", "bottom"]
+    assert list(ax.get_xticks()) == [2 + 8 / 2, 2 + 10 + 4, 2 + 20 + 4]   # the centre of each column
+    fig, ax = plt.subplots()
+    show_grid(ax, images, ncol=3)
+    assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+    plt.close("all")

@@ -33,6 +33,24 @@ def image_grid(images: Tensor, nrow: int = 8, padding: int = 2, scale: int = 1) 
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
+def show_grid(ax, images: Tensor, ncol: int, column_labels: list[str] | None = None,
+              row_labels: list[str] | None = None, padding: int = 2) -> None:
+    """Draw images (N, C, H, W) on the matplotlib axes ``ax`` as a grid of ``ncol`` columns, optionally
+    labelling the columns and rows (the book's figures of chapters 6-9)."""
+    ax.imshow(image_grid(images, nrow=ncol, padding=padding))
+    side = images.shape[-1]
+    centres = [padding + i * (side + padding) + side / 2 for i in range(max(ncol, len(images) // ncol))]
+    ax.set_xticks(centres[:ncol] if column_labels else [])
+    ax.set_yticks(centres[:len(row_labels)] if row_labels else [])
+    if column_labels:
+        ax.set_xticklabels(column_labels, fontsize=8)
+    if row_labels:
+        ax.set_yticklabels(row_labels, fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def save_grid(images: Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 2) -> Path:
     """Write a PNG grid of images and return its path."""
     from PIL import Image
