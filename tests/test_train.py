@@ -486,3 +486,57 @@ def test_a_vnca_with_a_logistic_mixture_of_several_components_trains_and_bounds(
     with torch.no_grad():
         assert model.p_x_given_z(torch.zeros(1, 32)).log_prob(x[:1].float()).isfinite().all()
         assert model.iwae(x[:2].float(), k=3).isfinite().all()
+
+
+# --- a real kill: the process dies (SIGKILL) or is interrupted (Ctrl-C, SIGINT) mid-run -------------
+KILLED_RUN = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+import test_train as t
+from vnca_tutorial import train as tr
+torch.set_num_threads(1)
+descend = tr.descend
+def slow_descend(*a, **k):          # the same update, slowed so that the parent can kill it mid-run
+    time.sleep(0.05)
+    return descend(*a, **k)
+tr.descend = slow_descend
+cfg = t.{make}()
+tr.train(cfg, t.binary_images(12), t.settings({run_dir!r}, n_updates={n}, checkpoint_every=4),
+         val_images=t.binary_images(4, seed=1))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("make_config", [doubling, nondoubling], ids=["doubling", "nondoubling_pool"])
+def test_a_killed_or_interrupted_run_resumes_into_the_uninterrupted_run(tmp_path, make_config, signal_name):
+    import signal
+    import subprocess
+    import sys
+    import time
+    n = 30
+    run_dir = tmp_path / "killed"
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent), make=make_config.__name__, run_dir=str(run_dir), n=n)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:   # kill with rows logged past the checkpoint
+        path = run_dir / CHECKPOINT
+        if path.exists() and (run_dir / METRICS).exists():
+            if len(read_rows(run_dir)) > int(read_metadata(path)["step"]) >= 4:
+                break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(getattr(signal, signal_name))
+    proc.wait(timeout=60)
+    stopped_at = int(read_metadata(run_dir / CHECKPOINT)["step"])
+    assert 4 <= stopped_at < n
+
+    cfg, x, val = make_config(), binary_images(12), binary_images(4, seed=1)
+    whole, _ = train(cfg, x, settings(tmp_path / "whole", n_updates=n, checkpoint_every=1), val_images=val)
+    resumed, _ = train(cfg, x, settings(run_dir, n_updates=n, checkpoint_every=1, resume=True), val_images=val)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    def rows(run):  # everything but the wall-clock seconds
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_rows(run)]
+    assert rows(tmp_path / "whole") == rows(run_dir)       # no row lost or repeated by the kill
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]
