@@ -21,7 +21,7 @@ import time
 import torch
 
 from vnca_tutorial import pretrained
-from vnca_tutorial.data import load_dataset, subset
+from vnca_tutorial.data import load_dataset, source_name, subset
 from vnca_tutorial.evaluate import evaluate_bound
 
 
@@ -36,7 +36,7 @@ def remeasure(name: str, images: int | None = None) -> dict:
     result = evaluate_bound(model, x, k=card["test_bound"]["k"])
     return {"name": name, "card": card["test_bound"], "measured": result.as_dict(),
             "seconds": round(time.time() - start, 1), "same_images": images is None,
-            "test_data": test.source}
+            "test_data": source_name(test.source)}
 
 
 def main(argv=None) -> list[dict]:

@@ -1,6 +1,7 @@
 """The shipped pretrained models: sha256 verified, loadable, usable, with complete model cards."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -168,3 +169,11 @@ def test_the_paper_against_this_book_table_reads_the_card(name):
         assert f"{card['paper'][unit]:.2f}" in rows[2]
     assert f"{card['updates']:,} updates" in table and card["hardware"] in table
     assert ("pool training" in table) == ("min_steps" in card["config"])
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_a_card_names_no_folder_of_the_machine_that_wrote_it(name):
+    """Cards are read on every reader's machine (chapter 10 prints them): data files by name only."""
+    text = json.dumps(pretrained.card(name))
+    found = re.findall(r"(?:/(?:work|home|root|tmp|Users|mnt)/|[A-Z]:\\\\)[^\s\"']*", text)
+    assert not found, f"{name}'s card names folders of the machine that wrote it: {found[:3]}"

@@ -4,6 +4,7 @@
   enough to run under test; chapters choose their sizes with ``fast(default, fast_value)``.
 - `show_source`: display the real source of a package object, so the book never retypes the code.
 - `in_colab`, `seed_everything`: running the chapters in Colab, and reproducibly.
+- `short_paths`: a printed message without the paths of the machine that built the page.
 
 How to read and run the book is explained in the preface (book/00_preface.md).
 """
@@ -83,3 +84,17 @@ def _longest_backtick_run(text: str) -> int:
         run = run + 1 if char == "`" else 0
         longest = max(longest, run)
     return longest
+
+
+def short_paths(text: str) -> str:
+    """``text`` with the folders of this machine named as a reader would name theirs: the data folder as
+    ``$VNCA_DATA_DIR``, the cache as ``$VNCA_CACHE_DIR``, the repository as ``..`` (chapters run in book/),
+    the home folder as ``~``. The book prints messages through it, so that no page shows where it was built."""
+    from .data import DEFAULT_CACHE_DIR, _cache_dir
+    cache = "$VNCA_CACHE_DIR" if os.environ.get("VNCA_CACHE_DIR") else str(DEFAULT_CACHE_DIR)
+    names = {os.environ.get("VNCA_DATA_DIR", ""): "$VNCA_DATA_DIR", str(_cache_dir()): cache,
+             str(Path.cwd().parent) if Path.cwd().name == "book" else "": "..",
+             str(Path.home()): "~"}
+    for folder in sorted((f for f in names if len(f) > 1), key=len, reverse=True):  # the longest first
+        text = text.replace(folder.rstrip("/"), names[folder])
+    return text

@@ -200,6 +200,8 @@ class PageReport:
     widgets: dict = dataclasses.field(default_factory=dict)
     launch_links: list = dataclasses.field(default_factory=list)     # {title, href}
     sidebar_links: list = dataclasses.field(default_factory=list)    # absolute URLs without fragment
+    overflowing: list = dataclasses.field(default_factory=list)      # {what, width, column, text}
+    text: str = ""                                                   # the page's visible text
     screenshot: str = ""
     errors: list = dataclasses.field(default_factory=list)           # problems of the visit itself
 
@@ -295,6 +297,19 @@ _JS_WIDGETS = """() => Array.from(document.querySelectorAll('%s')).map(tag => {
 })""" % WIDGET_VIEW
 
 
+# Code blocks, outputs, tables and pictures in the article that are wider than the space they have: they
+# scroll or run off the right edge of the column, at the 1280 px window of VIEWPORT (_static/layout.css).
+_JS_OVERFLOWING = """() => {
+  const article = document.querySelector('article');
+  if (!article) return [];
+  const right = article.getBoundingClientRect().right;
+  return Array.from(article.querySelectorAll('pre, table, img'))
+    .filter(e => e.offsetParent !== null)
+    .filter(e => e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > right + 1)
+    .map(e => ({what: e.tagName.toLowerCase(), width: e.scrollWidth, column: e.clientWidth,
+                text: (e.textContent || e.getAttribute('src') || '').trim().slice(0, 100)}));
+}"""
+
 _JS_WIDGET_MANAGER = """() => {
   const s = Array.from(document.scripts).find(s => /html-manager|embed-amd/.test(s.src || ""));
   return s ? s.src : null;
@@ -366,6 +381,8 @@ def visit(browser, base_url: str, page: str) -> PageReport:
         report.widgets = {"views": p.evaluate(_JS_WIDGETS), "state_scripts": p.locator(WIDGET_STATE).count(),
                           "manager_src": p.evaluate(_JS_WIDGET_MANAGER), "wait": waited}
         report.images = p.evaluate(_JS_IMAGES)
+        report.overflowing = p.evaluate(_JS_OVERFLOWING)
+        report.text = p.evaluate("() => document.body.innerText")
         report.launch_links = p.eval_on_selector_all(
             ".dropdown-launch-buttons a", "els => els.map(a => ({title: a.title, href: a.href}))")
         report.sidebar_links = sorted({h.split("#")[0] for h in p.eval_on_selector_all(

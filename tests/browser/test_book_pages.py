@@ -7,6 +7,9 @@ to _build/screenshots/<page>.png. Then, per page:
 
 - test_page_loads_cleanly: no same-origin response >= 400, no failed localhost request, no uncaught
   exception and no console error outside browser_book.CONSOLE_ALLOW;
+- test_nothing_is_wider_than_its_column: at 1280 px no code block, output, table or picture scrolls or
+  runs off the right of the article column (_static/layout.css);
+- test_no_page_shows_a_folder_of_the_machine_that_built_it: not the repository, home, data or cache folder;
 - test_images_decode: every <img> decodes to a non-zero size (lazy ones are made eager first);
 - test_math_renders: on pages with math, MathJax has typeset every $...$ / $$...$$ (each span.math /
   div.math holds an mjx-container) without TeX errors, i.e. MathJax came from the book, not a CDN;
@@ -19,11 +22,14 @@ to _build/screenshots/<page>.png. Then, per page:
 and per chapter of _toc.yml:
 
 - test_toc_chapters_are_built: the chapter has a page;
-- test_launch_buttons: its page links to Colab and Binder, both at the chapter's .ipynb, which exists;
+- test_launch_buttons: a notebook chapter's page links to Colab and Binder, both at its .ipynb, which
+  exists (the references page is not a notebook);
 - test_sidebar_reaches_every_chapter: its sidebar navigation links to every chapter of _toc.yml.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
@@ -64,6 +70,27 @@ def test_page_loads_cleanly(visit, page):
     assert not r.page_errors, f"{_where(r)}: uncaught JavaScript errors: {r.page_errors}"
     assert not r.console_errors, f"{_where(r)}: console errors: {r.console_errors}"
     assert r.screenshot, f"{page}: no screenshot"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_nothing_is_wider_than_its_column(visit, page):
+    """At a 1280 px window no code, output, table or picture scrolls or runs off the right of its column
+    (_static/layout.css makes the room; lines of code longer than ~110 characters do not fit)."""
+    r = visit(page)
+    assert not r.errors, f"{_where(r)}: {r.errors}"
+    assert not r.overflowing, f"{_where(r)}: wider than their column at 1280 px: {r.overflowing}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_page_shows_a_folder_of_the_machine_that_built_it(visit, page):
+    """Readers see $VNCA_DATA_DIR, ~ or .. where the build machine had its own folders
+    (vnca_tutorial.book.short_paths)."""
+    r = visit(page)
+    assert not r.errors, f"{_where(r)}: {r.errors}"
+    folders = {str(bb.ROOT), str(Path.home()), os.environ.get("VNCA_DATA_DIR", ""),
+               os.environ.get("VNCA_CACHE_DIR", "")}
+    shown = sorted(f for f in folders if len(f) > 1 and f in r.text)
+    assert not shown, f"{_where(r)}: the page shows folders of the machine that built it: {shown}"
 
 
 @pytest.mark.parametrize("page", PAGES)
