@@ -249,3 +249,24 @@ def test_checkpointed_stochastic_step_has_the_gradients_of_the_plain_one():
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
     for a, b in zip(grads[0][1], grads[1][1]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_step_is_recomputed_in_backward_only_when_checkpointing_is_on_and_a_gradient_is_needed(monkeypatch):
+    """checkpointing trades compute for memory; off, or without a gradient to compute, it must not run."""
+    import vnca_tutorial.nca as nca_module
+    calls = []
+
+    def counting_checkpoint(fn, *args, **kwargs):
+        calls.append(1)
+        return fn(*args)
+    monkeypatch.setattr(nca_module, "checkpoint", counting_checkpoint)
+    state = torch.randn(1, 4, 5, 5, requires_grad=True)
+    nca_module.NCA(4, 8, 1, checkpointing=False).step(state)
+    assert calls == []                                          # off: never
+    on = nca_module.NCA(4, 8, 1, checkpointing=True)
+    with torch.no_grad():
+        on.step(state)
+    on.step(state.detach())
+    assert calls == []                                          # no gradient wanted: never
+    on.step(state)
+    assert calls == [1]                                         # on, with a gradient: once per step
