@@ -281,3 +281,24 @@ def test_bad_api_input_is_a_value_error_that_names_what_was_expected(call, needl
     m = build_model(get_preset("mnist_doubling_cpu", z_dim=8, hidden=8, n_blocks=1, encoder_channels=4))
     with pytest.raises(ValueError, match=needle):
         call(m, torch.zeros(2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("device, needle", [("gpu", "is not a device"), ("tpu:0", "is not a device"),
+                                            ("cuda", "no CUDA GPU"), ("cuda:3", "no CUDA GPU"),
+                                            ("mps", "MPS backend is not available")])
+def test_a_device_this_machine_lacks_is_a_clear_error_in_every_api_that_takes_one(device, needle, tmp_path):
+    from vnca_tutorial import pretrained
+    from vnca_tutorial.checks import check_device
+    from vnca_tutorial.train import TrainSettings, train
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match=needle):
+        check_device(device)
+    with pytest.raises(ValueError, match=needle):
+        pretrained.load("mnist_doubling_small", device=device)
+    with pytest.raises(ValueError, match=needle):
+        train(TINY_ND, torch.zeros(4, 1, 8, 8), TrainSettings(run_dir=str(tmp_path), n_updates=1, device=device))
+    assert not any(tmp_path.iterdir())        # refused before anything was written
+    assert check_device("cpu") == torch.device("cpu")

@@ -180,7 +180,9 @@ def optimizer_state(tensors: dict, meta: dict) -> dict | None:
 def load_model(path: str | os.PathLike, expected_preset: str | None = None,
                map_location: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint describes and load its weights (nothing is unpickled)."""
+    from .checks import check_device
     from .model import build_model
+    check_device(map_location)
     config, tensors, meta = load_checkpoint(path)
     if expected_preset is not None and config.name != expected_preset:
         raise CheckpointError(f"{path} holds a {config.name!r} model, not {expected_preset!r}")

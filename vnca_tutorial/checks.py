@@ -53,3 +53,21 @@ def check_beta(beta: float) -> None:
     """The KL weight: a finite number >= 0."""
     if not (isinstance(beta, (int, float)) and beta == beta and 0 <= beta < float("inf")):
         raise ValueError(f"beta weights the KL term and must be a finite number >= 0, got {beta!r}")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The device, if it names one and this machine has it; else a ValueError that says what to use."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{device!r} is not a device: use 'cpu', 'cuda' (or 'cuda:N') or 'mps'") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA GPU is available here "
+                         "(torch.cuda.is_available() is False); use 'cpu'")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if d.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r}: Apple's MPS backend is not available here; use 'cpu'")
+    if d.type not in ("cpu", "cuda", "mps", "meta"):
+        raise ValueError(f"device {str(device)!r}: the package runs on 'cpu', 'cuda' or 'mps'")
+    return d

@@ -61,11 +61,11 @@ def _one_line(text: object) -> str:
 
 def _device(name: str) -> str:
     """The device if this machine has it, else a CLIError."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
-                       "use --device cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CLIError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+    from .checks import check_device
+    try:
+        check_device(name)
+    except ValueError as e:
+        raise CLIError(f"--device {name}: {e}") from None
     return name
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .checks import check_device
 from .checkpoint import (CheckpointError, atomic_write, config_to_dict, load_checkpoint,
                          model_state, optimizer_state, save_checkpoint)
 from .config import ModelConfig, NonDoublingConfig
@@ -291,6 +292,7 @@ def train(config: ModelConfig, images: Tensor, settings: TrainSettings | None = 
     the gradient norm becomes NaN or infinite; the checkpoint on disk is then the last good one.
     """
     s = settings or TrainSettings()
+    check_device(s.device)
     rank, world, device, created_group = _distributed(s.device)
     try:
         return _train(config, images, s, val_images, rank, world, device)
