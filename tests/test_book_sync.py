@@ -74,3 +74,15 @@ def test_every_chapter_installs_the_version_it_was_built_with_in_colab():
     assert f'"vnca_tutorial=={version}"' in cell and f"@v{version}" in cell and "SystemExit" in cell
     for md in chapters():
         assert md.read_text(encoding="utf-8").count(cell) == 1, f"{md.name}: run python tools/sync_notebooks.py"
+
+
+@pytest.mark.parametrize("md", chapters(), ids=lambda p: p.name)
+def test_hidden_cells_are_collapsed_in_the_paired_notebook(md: Path):
+    """The cells the HTML book removes (the Colab install cell, the checks of the text's claims) still run
+    in Jupyter and Colab, collapsed, so that they stay out of a reader's way."""
+    nb = jupytext.read(md.with_suffix(".ipynb"))
+    hidden = [c for c in nb.cells if c.cell_type == "code" and "remove-cell" in c.metadata.get("tags", [])]
+    assert hidden, f"{md.name} has no remove-cell cells (every chapter has at least its Colab cell)"
+    open_ = [i for i, c in enumerate(hidden)
+             if not (c.metadata.get("jupyter", {}).get("source_hidden") and c.metadata.get("cellView") == "form")]
+    assert not open_, f"{md.name}: hidden cells {open_} are not collapsed in the notebook; {FIX}"

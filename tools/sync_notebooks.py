@@ -79,6 +79,9 @@ def to_notebook(md: Path) -> nbformat.NotebookNode:
         cell.id = f"cell-{i:03d}"  # deterministic ids: regenerating an unchanged chapter changes nothing
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+            if "remove-cell" in cell.metadata.get("tags", []):   # the install cell and the text's checks:
+                cell.metadata["jupyter"] = {"source_hidden": True}   # collapsed in JupyterLab/Notebook 7,
+                cell.metadata["cellView"] = "form"                   # and in Colab; they still run
     return nb
 
 
