@@ -345,3 +345,24 @@ def test_damage_animation_html_is_self_contained(nondoubling):
     assert_self_contained_animation(page, 2 * nondoubling.decoder.max_steps + 1)
     with pytest.raises(ValueError, match="past the end"):
         damage_animation_html(nondoubling, at_step=99)
+
+
+def test_pictures_are_shown_at_their_own_size_not_stretched(doubling, images):
+    """Each ipywidgets.Image gets the width and height of the PNG it shows (issue 16: a 326 px picture was
+    drawn 949 px wide)."""
+    import io
+    from PIL import Image as PILImage
+
+    def size(png: bytes) -> tuple[str, str]:
+        w, h = PILImage.open(io.BytesIO(png)).size
+        return str(w), str(h)
+    explorer = GrowthExplorer(doubling)
+    explorer.slider.value = 3
+    assert (explorer.picture.width, explorer.picture.height) == size(explorer.frames[3])
+    lab = DamageLab({"d": doubling})
+    assert lab.run(), lab.message
+    lab.slider.value = 5
+    assert (lab.picture.width, lab.picture.height) == size(lab.frames[5])
+    assert (lab.curve.width, lab.curve.height) == size(lab.bars[5])
+    latent = LatentExplorer(doubling, images)
+    assert (latent.picture.width, latent.picture.height) == size(latent.picture.value)

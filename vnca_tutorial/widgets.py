@@ -85,6 +85,15 @@ class _Widget:
         display(self.widget)
 
 
+def _show_png(picture, png: bytes) -> None:
+    """Put a PNG into an ``ipywidgets.Image`` at the PNG's own size in pixels (IHDR width and height), so
+    that a picture is drawn as rendered (already scaled up, nearest-neighbour) and not stretched to the
+    width of the output area."""
+    picture.value = png
+    if png[:8] == b"\x89PNG\r\n\x1a\n":
+        picture.width, picture.height = (str(int.from_bytes(png[i:i + 4], "big")) for i in (16, 20))
+
+
 def _player(interval_ms: int = 120):
     """An IntSlider over step indices and a Play button driving it (linked in the browser)."""
     import ipywidgets as w
@@ -169,7 +178,7 @@ class GrowthExplorer(_Widget):
 
     def _draw(self, t: int) -> None:
         self.step = t
-        self.picture.value = self.frames[t]
+        _show_png(self.picture, self.frames[t])
         info = self.growth.infos[t]
         self.caption.value = (f"<b>{html.escape(describe(info, len(self.frames), self.model.doubling))}</b>"
                               f"<br>left: mean of p(x | state), right: a sample · "
@@ -418,7 +427,8 @@ class DamageLab(_Widget):
             return
         self.step = t
         r = self.result
-        self.picture.value, self.curve.value = self.frames[t], self.bars[t]
+        _show_png(self.picture, self.frames[t])
+        _show_png(self.curve, self.bars[t])
         when = ("before the damage" if t < r.at_step else "the damaged state" if t == r.at_step else
                 f"{t - r.at_step} steps after the damage")
         self.caption.value = (f"<b>{html.escape(describe(r.infos[t], len(self.frames), self.model.doubling))}"
@@ -570,7 +580,7 @@ class LatentExplorer(_Widget):
         if self.images is None or "interpolate" not in self.frames:
             return
         i = self._index()
-        self.picture.value = self._mode_frames()[1][i]
+        _show_png(self.picture, self._mode_frames()[1][i])
         if self.mode.value == "interpolate":
             text = (f"left: test image {self.pair[0]}, right: test image {self.pair[1]}, middle: the mean of "
                     f"p(x | z) for z = (1 - α) z_A + α z_B, α = {self.alphas[i]:.2f}")
