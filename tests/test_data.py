@@ -384,23 +384,6 @@ def test_subset_random_and_reproducible(tmp_path, mnist_arrays):
         d.subset(test, 13)
 
 
-def test_make_loader(tmp_path, mnist_arrays):
-    write_mnist_npz(tmp_path, mnist_arrays)
-    train = d.load_binarized_mnist("train", data_dir=tmp_path)
-    batches = list(d.make_loader(train, batch_size=6, seed=3))
-    assert len(batches) == 3 and all(b.shape == (6, 1, 32, 32) and b.dtype == torch.float32 for b in batches)
-    again = list(d.make_loader(train, batch_size=6, seed=3))
-    other = list(d.make_loader(train, batch_size=6, seed=4))
-    assert all(torch.equal(x, y) for x, y in zip(batches, again))
-    assert not all(torch.equal(x, y) for x, y in zip(batches, other))
-    ordered = list(d.make_loader(train, batch_size=6, shuffle=False, drop_last=False))
-    assert [len(b) for b in ordered] == [6, 6, 6, 2] and torch.equal(torch.cat(ordered), train.images)
-    full = torch.cat(list(d.make_loader(train, batch_size=7, drop_last=False)))
-    assert torch.equal(full.sum(0), train.images.sum(0))  # a permutation: every image once
-    emoji = list(d.make_loader(d.synthetic_emoji(9), batch_size=4))
-    assert len(emoji) == 2 and emoji[0].shape == (4, 3, 64, 64) and emoji[0].dtype == torch.uint8
-
-
 def test_load_dataset(tmp_path, mnist_arrays):
     write_mnist_npz(tmp_path, mnist_arrays)
     got = d.load_dataset("binarized_mnist", "valid", data_dir=tmp_path, pad=False)
@@ -429,7 +412,7 @@ def test_celeba_plain_files_and_missing(tmp_path):
     train = d.load_celeba(tmp_path, "train", size=32)
     assert len(train) == 3 and len(d.load_celeba(tmp_path, "test")) == 1 and len(d.load_celeba(tmp_path, "all")) == 5
     assert train[0].shape == (3, 32, 32) and train[0].dtype == torch.uint8
-    batch = next(iter(d.make_loader(train, batch_size=2)))
+    batch = next(iter(torch.utils.data.DataLoader(train, batch_size=2)))   # a plain Dataset
     assert batch.shape == (2, 3, 32, 32)
 
 

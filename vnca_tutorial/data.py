@@ -3,8 +3,8 @@
 Explained in chapter 4 (book/04_vae.md).
 
 Everything here returns an :class:`ImageData` (or, for the big CelebA, a lazy
-:class:`CelebADataset`), and :func:`make_loader` turns either into a
-deterministic ``DataLoader`` of image batches.
+:class:`CelebADataset`, a ``torch.utils.data.Dataset``). Training draws its own batches
+(``vnca_tutorial.train.batch_indices``).
 
 Where binarized MNIST comes from (each attempt is logged at INFO level on the
 logger ``"vnca_tutorial.data"``; ``logging.basicConfig(level="INFO")`` shows it):
@@ -46,12 +46,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import Dataset
 
 __all__ = [
     "ImageData", "CelebADataset", "ChecksumError", "FallbackDataWarning",
     "load_binarized_mnist", "load_noto_emoji", "load_celeba", "load_dataset",
-    "synthetic_emoji", "subset", "make_loader", "default_data_dirs",
+    "synthetic_emoji", "subset", "default_data_dirs",
     "download_binarized_mnist", "DATASETS",
 ]
 
@@ -722,37 +722,6 @@ def subset(data: ImageData, n: int, seed: int = 0) -> ImageData:
         source=f"{data.source}, random subset of {n} (seed {seed})",
         names=None if data.names is None else tuple(data.names[i] for i in idx),
     )
-
-
-class _BatchIndexed(Dataset):
-    """Images indexed by a whole batch of indices at once (one gather per batch)."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, idx: list[int]) -> torch.Tensor:
-        return self.images[torch.as_tensor(idx)]  # (B, C, H, W)
-
-
-def make_loader(data: ImageData | Dataset, batch_size: int, shuffle: bool = True, seed: int = 0,
-                drop_last: bool = True, num_workers: int = 0) -> DataLoader:
-    """A DataLoader of image batches (B, C, H, W): float for binary MNIST, uint8 for RGB data.
-
-    Explained in chapter 4 (book/04_vae.md). The order is fixed by ``seed``
-    (a torch.Generator): two loaders with the same seed give the same batches.
-    Accepts an :class:`ImageData` or a Dataset of image tensors (CelebADataset).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    if not isinstance(data, ImageData):
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                          generator=generator, num_workers=num_workers)
-    indices = range(len(data))
-    sampler = RandomSampler(indices, generator=generator) if shuffle else SequentialSampler(indices)
-    batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
-    return DataLoader(_BatchIndexed(data.images), sampler=batches, batch_size=None, num_workers=num_workers)
 
 
 DATASETS = {"binarized_mnist": load_binarized_mnist, "noto_emoji": load_noto_emoji}
