@@ -10,6 +10,9 @@ Multi-process training: ``torchrun --nproc_per_node 2 -m vnca_tutorial train --p
 Bad input (a missing checkpoint, an unknown preset, a data folder without the data, ...) gives one line
 ``vnca: error: ...`` on stderr and exit status 1 (2 for a malformed command line), never a traceback.
 Explained in chapter 10 (book/10_scaling.md).
+
+Why one module of over 500 lines: five subcommands, each a small parser function and a ``cmd_*``
+function, share the checks that turn every bad flag into one line; the sections below keep them apart.
 """
 from __future__ import annotations
 

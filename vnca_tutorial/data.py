@@ -2,6 +2,10 @@
 
 Explained in chapter 4 (book/04_vae.md).
 
+Why one module of over 500 lines: each data set is looked for in the same order (your folder, the cache,
+the verified download, a stand-in), with one download and one set of checks; the sections below keep the
+data sets apart.
+
 Everything here returns an :class:`ImageData` (or, for the big CelebA, a lazy
 :class:`CelebADataset`, a ``torch.utils.data.Dataset``). Training draws its own batches
 (``vnca_tutorial.train.batch_indices``).

@@ -2,6 +2,9 @@
 
 Explained in chapter 11 (book/11_interactive.md).
 
+Why one module of over 500 lines: the three widgets share their base class (message area, player,
+guarded callbacks, ``set_step``); the computing they show lives in `trajectories` and `player`.
+
 - `GrowthExplorer(model, images)`: scrub or play through every state of one growth (paper Fig. 4).
 - `DamageLab(models, images)`: damage the cells at any step, then scrub the recovery (Figs. 9 and 11).
 - `LatentExplorer(model, images)`: interpolate between two encodings (Fig. 5a) or walk a latent direction.
