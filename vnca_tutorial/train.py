@@ -339,8 +339,9 @@ def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Te
     return _train_locked(config, images, s, val_images, rank, world, device, run_dir)
 
 
-def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Tensor | None,
-                  rank: int, world: int, device: str, run_dir: Path):
+def _start(config: ModelConfig, s: TrainSettings, rank: int, world: int, device: str, run_dir: Path):
+    """The model, its optimizer, the pool (non-doubling models) and the first update: fresh, resumed from
+    the run's checkpoint, or from another run's weights; and what the training step calls (DDP-wrapped)."""
     torch.manual_seed(s.seed + rank)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -352,18 +353,52 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
     elif s.init_from:
         _init_weights(Path(s.init_from), model)
         log.info("starting from the weights of %s", s.init_from)
+    if rank == 0:
+        atomic_write(run_dir / "config.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(config_to_dict(config), indent=2)))
     net = PoolTraining(model) if pool is not None else model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    return model, optimizer, pool, step, net
+
+
+def _validation_subset(val_images: Tensor | None, n: int) -> Tensor | None:  # (n, C, H, W)
+    """A fixed random subset (never the first images: the MNIST test set is sorted by label)."""
+    if val_images is None:
+        return None
+    order = torch.randperm(len(val_images), generator=torch.Generator().manual_seed(0))
+    return val_images[order[:n]]
+
+
+def _checked_loss(net, x: Tensor, beta: float, pool, steps, step: int):
+    """batch_loss, and what went wrong if its loss or the model's outputs are not finite (else None)."""
+    try:
+        loss, stats = batch_loss(net, x, beta, pool, steps)
+    except ValueError as e:
+        if not _non_finite_error(e):
+            raise
+        return None, None, f"the model's outputs became NaN or infinite at update {step + 1}"
+    problem = None if math.isfinite(loss.item()) else f"the loss became {loss.item()} at update {step + 1}"
+    return loss, stats, problem
+
+
+def _save(run_dir: Path, model, optimizer, pool, step: int, rank: int, world: int, device: str,
+          good: bool) -> None:
+    """Write the run's checkpoint (weights, optimizer, every rank's random state, the pool) atomically;
+    a run whose last validation went NaN keeps its last good checkpoint instead."""
+    extra = _rng_tensors(world, device)          # collective: every rank takes part
+    if pool is not None:
+        extra.update(pool.tensors())
+    if rank == 0 and good:
+        save_checkpoint(run_dir / CHECKPOINT, model, model.config, step, optimizer, extra_tensors=extra)
+
+
+def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Tensor | None,
+                  rank: int, world: int, device: str, run_dir: Path):
+    model, optimizer, pool, step, net = _start(config, s, rank, world, device, run_dir)
     metrics = MetricsLog(run_dir, step) if rank == 0 else None
-    if rank == 0:
-        atomic_write(run_dir / "config.json",
-                     lambda tmp: Path(tmp).write_text(json.dumps(config_to_dict(config), indent=2)))
-    val = None
-    if val_images is not None:   # a fixed random subset: the MNIST test set is sorted by label
-        order = torch.randperm(len(val_images), generator=torch.Generator().manual_seed(0))
-        val = val_images[order[: s.eval_images]]
+    val = _validation_subset(val_images, s.eval_images)
     n_updates = s.n_updates or config.n_updates
     history, start = [], time.time()
     seconds_before = metrics.seconds_before if metrics is not None else 0.0
@@ -375,16 +410,9 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
             idx = batch_indices(step, len(images), config.batch_size, s.seed, rank, world)
             x = _as_float(images[idx], device)
             steps = model.decoder.draw_steps() if pool is not None else None
-            problem = failed
-            try:
-                beta = config.beta_at(step)                   # the config's beta after any warm-up
-                loss, stats = batch_loss(net, x, beta, pool, steps)
-                if problem is None and not math.isfinite(loss.item()):
-                    problem = f"the loss became {loss.item()} at update {step + 1}"
-            except ValueError as e:
-                if not _non_finite_error(e):
-                    raise
-                problem = problem or f"the model's outputs became NaN or infinite at update {step + 1}"
+            beta = config.beta_at(step)                       # the config's beta after any warm-up
+            loss, stats, problem = _checked_loss(net, x, beta, pool, steps, step)
+            problem = failed or problem                       # the last validation's NaN comes first
             out_of_time = s.max_minutes is not None and time.time() - start > 60 * s.max_minutes
             # every rank takes the same decisions (a lone rank that stops would hang the others)
             diverged, out_of_time = _any_rank([problem is not None, out_of_time], world, device)
@@ -398,19 +426,13 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
             step += 1
             row = {"step": step, "loss": loss.item(), "reconstruction": stats["reconstruction"],
                    "kl": stats["kl"], "seconds": round(seconds_before + time.time() - start, 2)}
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.2f}")
+            bar.update(1), bar.set_postfix(loss=f"{loss.item():.2f}")
             if rank == 0:
                 if val is not None and (step % s.eval_every == 0 or step == n_updates):
                     failed = _validate(model, val, run_dir, step, row)
                 metrics.write(row)
             if step % s.checkpoint_every == 0 or step == n_updates or out_of_time:
-                extra = _rng_tensors(world, device)          # collective: every rank takes part
-                if pool is not None:
-                    extra.update(pool.tensors())
-                if rank == 0 and failed is None:             # never overwrite a good checkpoint with a bad one
-                    save_checkpoint(run_dir / CHECKPOINT, model, config, step, optimizer,
-                                    extra_tensors=extra)
+                _save(run_dir, model, optimizer, pool, step, rank, world, device, good=failed is None)
             history.append(row)
             if out_of_time:
                 log.info("stopping after %.1f minutes at update %d (resume to continue)", s.max_minutes, step)
