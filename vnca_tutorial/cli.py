@@ -412,22 +412,11 @@ def _card_bound(name: str | None) -> dict | None:
     return pretrained.card(name).get("test_bound")
 
 
-def cmd_eval(args) -> int:
+def _eval_images(args, images, source: str, card: dict | None):
+    """The test images ``vnca eval`` bounds: all, ``--images N`` of them at random, or (for a shipped
+    model, without --images) the model card's fixed-seed subset, so that its figure is reproduced."""
     from .data import random_indices
-    from .evaluate import ResumeFileMismatch, evaluate_bound
-    if args.json:
-        _check_output(args.json, "--json", [args.checkpoint, args.resume_file])
-    model = _model(args, allow_untrained=False)
-    config = model.config
-    if args.k < 1 or args.batch_size < 1:
-        raise CLIError("--k and --batch-size must be positive integers")
-    from .memory import iwae_bytes
-    _check_memory(iwae_bytes(config, args.k, args.batch_size), f"the bound with --k {args.k} and "
-                  f"--batch-size {args.batch_size}", "choose a smaller --k or --batch-size (the paper: k = 128)")
-    images, source = _load_split(config, "test", args.data_dir)
-    _check_images_fit(images, config, "test")
     n = len(images)
-    card = _card_bound(args.pretrained)
     if args.images is None and card and card["n_images"] < n:
         args.images = card["n_images"]             # reproduce the card: its fixed-seed subset of the test set
         log.info("--images not given: the model card's %d test images (--images %d for all of them)",
@@ -441,6 +430,24 @@ def cmd_eval(args) -> int:
         source += f", random subset of {args.images} (seed {args.seed})"
     elif not isinstance(images, torch.Tensor):            # all of them, in order (as --images N for N = all)
         images = images[range(n)]
+    return images, source
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import ResumeFileMismatch, evaluate_bound
+    if args.json:
+        _check_output(args.json, "--json", [args.checkpoint, args.resume_file])
+    model = _model(args, allow_untrained=False)
+    config = model.config
+    if args.k < 1 or args.batch_size < 1:
+        raise CLIError("--k and --batch-size must be positive integers")
+    from .memory import iwae_bytes
+    _check_memory(iwae_bytes(config, args.k, args.batch_size), f"the bound with --k {args.k} and "
+                  f"--batch-size {args.batch_size}", "choose a smaller --k or --batch-size (the paper: k = 128)")
+    images, source = _load_split(config, "test", args.data_dir)
+    _check_images_fit(images, config, "test")
+    card = _card_bound(args.pretrained)
+    images, source = _eval_images(args, images, source, card)
     log.info("IWAE bound, k=%d, on %d %s test images (%s)", args.k, len(images), config.dataset, source)
     try:
         result = evaluate_bound(model, images, k=args.k, batch_size=args.batch_size, seed=args.seed,
