@@ -240,7 +240,13 @@ class DamageLab(_Widget):
         self.picture, self.curve = w.Image(format="png"), w.Image(format="png")
         self.caption, self.scores = w.HTML(), w.HTML()
         self.scale = scale
+        self._connect()
+        self.widget = self._layout(w)
+        self._reset()
+        self._show_controls()
 
+    def _connect(self) -> None:
+        """What each control calls when the reader changes it."""
         self.model_menu.observe(self._guarded(lambda _: self._reset()), names="value")
         self.kind.observe(self._guarded(lambda _: self._show_controls()), names="value")
         self.at_step.observe(self._guarded(lambda _: self._describe_at_step()), names="value")
@@ -251,18 +257,18 @@ class DamageLab(_Widget):
         self.run_button.on_click(self._guarded(lambda _: self.run()))
         self.slider.observe(self._guarded(lambda change: self._draw(change["new"])), names="value")
 
+    def _layout(self, w):
+        """The controls, picture and captions, top to bottom."""
         grid = w.GridBox(self.toggles, layout=w.Layout(
             grid_template_columns=f"repeat({BRUSH_RESOLUTION}, 22px)", grid_gap="2px"))
         self.square_box = w.HBox([self.top, self.left, self.size])
         self.brush_box = w.VBox([w.HTML("brush (mapped onto the grid at the damage step):"), grid,
                                  self.clear_button])
-        self.widget = w.VBox([
+        return w.VBox([
             w.HBox([self.model_menu, self.source, self.number]),
             w.HBox([self.kind, self.at_step, self.n_steps]), self.at_step_info,
             self.square_box, self.brush_box, self.run_button, self.message_area,
             w.HBox([self.play, self.slider]), self.picture, self.curve, self.caption, self.scores])
-        self._reset()
-        self._show_controls()
 
     # --- configuration (what the controls set)
     @property
