@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .decoders import StepInfo
-from .trajectories import (_check_trajectory, _images, brush_mask, damage_mask, damage_trajectories,
+from .trajectories import (_check_trajectory, _image_batch, brush_mask, damage_mask, damage_trajectories,
                            default_damage_step, default_steps, encode, grow_frames, prior_z, schedule,
                            to_unit)
 from .viz import image_grid
@@ -41,12 +41,12 @@ def _png_array(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def png(images: Tensor, likelihood: str, scale: int, nrow: int | None = None) -> bytes:
+def frame_png(images: Tensor, likelihood: str, scale: int, nrow: int | None = None) -> bytes:
     """PNG bytes of a row (or grid) of images (B, C, H, W), each upscaled ``scale`` times."""
     return _png_array(image_grid(to_unit(images, likelihood), nrow=nrow or len(images), scale=scale))
 
 
-def describe(info: StepInfo, n_states: int, doubling: bool) -> str:
+def describe_state(info: StepInfo, n_states: int, doubling: bool) -> str:
     """'step 20 of 44 · 8×8 cells · NCA step (after 2 doublings)': what produced a state, for captions."""
     if info.kind == "seed":
         what = "seed: every cell holds z"
@@ -75,11 +75,11 @@ def growth_animation_html(model, n: int = 4, seed: int = 0, images=None, steps: 
     """HTML of a no-kernel animation of n growths (z ~ p(z) with ``seed``, or the encodings of the first
     n of ``images``): the image mean of every state, upscaled to the final grid."""
     _check_trajectory(model)
-    z = encode(model, _images(images)[:n]) if images is not None else prior_z(model, n, seed)
+    z = encode(model, _image_batch(images)[:n]) if images is not None else prior_z(model, n, seed)
     g = grow_frames(model, z, steps, sample_seed=None)
     lik = model.config.likelihood
     frames = [image_grid(to_unit(m, lik), nrow=len(z), scale=scale) for m in g.means]
-    titles = [describe(info, len(g.infos), model.doubling) for info in g.infos]
+    titles = [describe_state(info, len(g.infos), model.doubling) for info in g.infos]
     return frames_to_html(frames, titles, interval)
 
 
@@ -100,11 +100,11 @@ def damage_animation_html(model, damage: str | Tensor = "right half", at_step: i
         mask = damage_mask(damage, size, size // 4, size // 4, max(1, size // 2))
     else:
         mask = brush_mask(damage, size)
-    z = encode(model, _images(images)[:n]) if images is not None else prior_z(model, n, seed)
+    z = encode(model, _image_batch(images)[:n]) if images is not None else prior_z(model, n, seed)
     r = damage_trajectories(model, z, mask, at_step, steps=steps)
     lik = model.config.likelihood
     frames = [image_grid(to_unit(torch.cat([u, d]), lik), nrow=len(z), scale=scale)
               for u, d in zip(r.undamaged, r.damaged)]
-    titles = [f"{describe(info, len(infos), model.doubling)}\ntop: undamaged, bottom: damaged at step "
+    titles = [f"{describe_state(info, len(infos), model.doubling)}\ntop: undamaged, bottom: damaged at step "
               f"{at_step} · error {r.errors[info.index].mean().item():.3f}" for info in infos]
     return frames_to_html(frames, titles, interval)

@@ -35,7 +35,7 @@ def _check_trajectory(model, name: str = "this model") -> None:
                          f"Choose a VNCA (doubling or non-doubling).")
 
 
-def _images(images) -> Tensor | None:
+def _image_batch(images) -> Tensor | None:
     """ImageData or a tensor (N, C, H, W) -> the tensor (or None)."""
     if images is None:
         return None
@@ -46,7 +46,7 @@ def _images(images) -> Tensor | None:
     return images
 
 
-def _image(images: Tensor | None, index: int) -> Tensor:  # -> (1, C, H, W)
+def _one_image(images: Tensor | None, index: int) -> Tensor:  # -> (1, C, H, W)
     if images is None:
         raise ValueError("no test images were given to this widget; pass images=... to encode one")
     if not isinstance(index, (int, np.integer)) or not 0 <= index < len(images):

@@ -34,10 +34,10 @@ from torch import Tensor
 from .decoders import StepInfo
 # widgets re-exports the computation and the player, so that `from vnca_tutorial.widgets import ...` finds
 # everything chapter 11 uses in one place
-from .player import (DISPLAY_PIXELS, _png_array, _scale, damage_animation_html, describe,  # noqa: F401
-                     frames_to_html, growth_animation_html, png)
-from .trajectories import (DAMAGE_KINDS, DamageResult, Growth, _check_trajectory, _image,  # noqa: F401
-                           _images, brush_mask, damage_mask, damage_trajectories, default_damage_step,
+from .player import (DISPLAY_PIXELS, _png_array, _scale, damage_animation_html, describe_state,  # noqa: F401
+                     frames_to_html, frame_png, growth_animation_html)
+from .trajectories import (DAMAGE_KINDS, DamageResult, Growth, _check_trajectory, _one_image,  # noqa: F401
+                           _image_batch, brush_mask, damage_mask, damage_trajectories, default_damage_step,
                            default_steps, encode, grow_frames, has_trajectory, image_frames, prior_z,
                            schedule, to_unit)
 
@@ -121,7 +121,7 @@ class GrowthExplorer(_Widget):
         import ipywidgets as w
         super().__init__()
         self.model, self.steps, self.seed = model, steps, seed
-        self.images = _images(images)
+        self.images = _image_batch(images)
         self.growth: Growth | None = None
         self.frames: list[bytes] = []
         self.scale = scale or _scale(model.config.image_size)
@@ -155,7 +155,7 @@ class GrowthExplorer(_Widget):
     def encode(self, index: int) -> None:
         """Grow the mean of q(z|x) for test image ``index``."""
         try:
-            z = encode(self.model, _image(self.images, index))
+            z = encode(self.model, _one_image(self.images, index))
         except ValueError as e:
             self._say(str(e))
             return
@@ -167,7 +167,7 @@ class GrowthExplorer(_Widget):
         self.growth = grow_frames(self.model, z, self.steps)
         self.z, self.source = self.growth.z, source
         lik = self.model.config.likelihood
-        self.frames = [png(torch.cat([m, s]), lik, self.scale)
+        self.frames = [frame_png(torch.cat([m, s]), lik, self.scale)
                        for m, s in zip(self.growth.means, self.growth.samples)]
         last = len(self.frames) - 1
         self.play.max = self.slider.max = last
@@ -183,7 +183,7 @@ class GrowthExplorer(_Widget):
         self.step = t
         _show_png(self.picture, self.frames[t])
         info = self.growth.infos[t]
-        self.caption.value = (f"<b>{html.escape(describe(info, len(self.frames), self.model.doubling))}</b>"
+        self.caption.value = (f"<b>{html.escape(describe_state(info, len(self.frames), self.model.doubling))}</b>"
                               f"<br>left: mean of p(x | state), right: a sample · "
                               f"{html.escape(self.source)}")
 
@@ -216,7 +216,7 @@ class DamageLab(_Widget):
         if isinstance(models, dict) and not models:
             raise ValueError("DamageLab needs at least one model")
         self.models = models if isinstance(models, dict) else {type(models).__name__: models}
-        self.images = _images(images)
+        self.images = _image_batch(images)
         self.result: DamageResult | None = None
         self.frames: list[bytes] = []
         self.step = 0
@@ -373,13 +373,13 @@ class DamageLab(_Widget):
             self.at_step_info.value = ""
             return
         t = self.at_step.value
-        self.at_step_info.value = (html.escape(describe(infos[t], len(infos), self.model.doubling))
+        self.at_step_info.value = (html.escape(describe_state(infos[t], len(infos), self.model.doubling))
                                    if 0 <= t < len(infos) else
                                    f"the trajectory has steps 0 to {len(infos) - 1}")
 
     def _latent(self, model) -> tuple[Tensor, Tensor | None]:
         if self.source.value == "test image":
-            x = _image(self.images, self.number.value)
+            x = _one_image(self.images, self.number.value)
             return encode(model, x), x
         return prior_z(model, 1, self.number.value), None
 
@@ -408,7 +408,7 @@ class DamageLab(_Widget):
         self.result = result
         lik, side = model.config.likelihood, model.config.image_size
         scale = self.scale or _scale(side)
-        self.frames = [png(torch.cat([u, d]), lik, scale) for u, d in zip(result.undamaged, result.damaged)]
+        self.frames = [frame_png(torch.cat([u, d]), lik, scale) for u, d in zip(result.undamaged, result.damaged)]
         self.bars = [_png_array(error_bars(result.errors[:, 0], t, now)) for now in range(len(self.frames))]
         self.scores.value = self._scores_html(result)
         last = len(self.frames) - 1
@@ -440,7 +440,7 @@ class DamageLab(_Widget):
         _show_png(self.curve, self.bars[t])
         when = ("before the damage" if t < r.at_step else "the damaged state" if t == r.at_step else
                 f"{t - r.at_step} steps after the damage")
-        self.caption.value = (f"<b>{html.escape(describe(r.infos[t], len(self.frames), self.model.doubling))}"
+        self.caption.value = (f"<b>{html.escape(describe_state(r.infos[t], len(self.frames), self.model.doubling))}"
                               f"</b> ({when})<br>left: undamaged, right: damaged (image means) · per-pixel "
                               f"error {r.errors[t, 0].item():.3f} (bars below: every step; red: the damage, "
                               f"dark: this step)")
@@ -504,7 +504,7 @@ class LatentExplorer(_Widget):
         self.frames: dict[str, tuple[Tensor, list[bytes]]] = {}   # mode -> (means (n, C, H, W), PNGs)
         self._syncing, self._walk_key = False, None
         try:
-            self.images = _images(images)
+            self.images = _image_batch(images)
             if self.images is None:
                 raise ValueError("LatentExplorer needs test images to encode (images=...)")
             self._fit_directions(n_pca, n_components)
@@ -552,12 +552,12 @@ class LatentExplorer(_Widget):
         """One PNG per decoded mean: [left, mean] or [left, mean, right] side by side."""
         lik = self.model.config.likelihood
         ends = [x[0].float().cpu() for x in (left, right) if x is not None]
-        return [png(torch.stack([ends[0], m] + ends[1:]), lik, self.scale) for m in means]
+        return [frame_png(torch.stack([ends[0], m] + ends[1:]), lik, self.scale) for m in means]
 
     def set_pair(self, a: int, b: int) -> None:
         """Encode test images a and b and decode the interpolation between them."""
         try:
-            x_a, x_b = _image(self.images, a), _image(self.images, b)
+            x_a, x_b = _one_image(self.images, a), _one_image(self.images, b)
             z_a, z_b = encode(self.model, x_a).cpu(), encode(self.model, x_b).cpu()   # (1, Z) each
         except ValueError as e:
             self._say(str(e))
