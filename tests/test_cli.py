@@ -24,6 +24,7 @@ from vnca_tutorial import pretrained
 from vnca_tutorial.checkpoint import load_checkpoint
 from vnca_tutorial.config import PRESETS
 from vnca_tutorial.model import build_model
+from helpers import write_tiny_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4"]
@@ -100,19 +101,6 @@ for call in calls:
     results[call["name"]] = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
 json.dump(results, open(results_path, "w"))
 '''
-
-
-def write_tiny_mnist(folder: Path, seed: int = 0) -> Path:
-    """binarized_mnist.npz as in PROVENANCE.md: packed bits (N, 98) uint8 per split, test_labels."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        return np.packbits((rng.random((n, 784)) < 0.15).astype(np.uint8), axis=1)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "binarized_mnist.npz"
-    np.savez(path, train=split(24), valid=split(8), test=split(16),
-             test_labels=np.sort(rng.integers(0, 10, 16)).astype(np.uint8))
-    return path
 
 
 def write_tiny_celeba(root: Path, n_train: int = 5, n_test: int = 3) -> None:

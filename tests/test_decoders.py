@@ -1,4 +1,6 @@
 """Tests for vnca_tutorial.decoders: the doubling and non-doubling NCA decoders."""
+import functools
+
 import pytest
 import torch
 
@@ -7,13 +9,9 @@ from vnca_tutorial.decoders import DoublingDecoder, NonDoublingDecoder, StepInfo
 from vnca_tutorial.model import make_decoder
 from vnca_tutorial.nca import double
 
+from helpers import randomise as _randomise
 
-
-def randomise(module, seed=0, std=0.1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
+randomise = functools.partial(_randomise, std=0.1)   # this module's scale of random weights
 
 
 def tiny_doubling(k=2, m=3, z=6, seed=0):

@@ -13,13 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from vnca_tutorial.checkpoint import load_checkpoint, model_state
 from vnca_tutorial.train import CHECKPOINT, METRICS
+from helpers import write_tiny_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_DOUBLING = ["--preset", "mnist_doubling_cpu", "--set", "z_dim=8", "hidden=8", "encoder_channels=4",
@@ -27,16 +27,6 @@ TINY_DOUBLING = ["--preset", "mnist_doubling_cpu", "--set", "z_dim=8", "hidden=8
 TINY_POOL = ["--preset", "mnist_nondoubling_cpu", "--set", "z_dim=8", "hidden=8", "encoder_channels=4",
              "batch_size=4", "min_steps=2", "max_steps=3", "pool_size=4", "pool_extra_steps=1",
              "stationarity=0.1"]
-
-
-def write_tiny_mnist(folder: Path, seed: int = 0) -> None:
-    """binarized_mnist.npz as in PROVENANCE.md: packed bits (N, 98) uint8 per split."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        return np.packbits((rng.random((n, 784)) < 0.15).astype(np.uint8), axis=1)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "binarized_mnist.npz", train=split(24), valid=split(8), test=split(16))
 
 
 def environment(tmp: Path) -> dict:

@@ -1,4 +1,6 @@
 """Tests for vnca_tutorial.nca: the doubling operator, the update network u, and one NCA step."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,14 +8,9 @@ from torch import nn
 
 from vnca_tutorial.nca import NCA, UpdateNetwork, double, per_cell
 
+from helpers import randomise as _randomise
 
-
-def randomise(module: nn.Module, seed: int = 0, std: float = 0.2) -> None:
-    """Give every parameter (including the zero-initialised last layer) random values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
+randomise = functools.partial(_randomise, std=0.2)   # this module's scale of random weights
 
 
 # --- doubling -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Tiny sizes, no timing assertions. The reference implementation used by benchmark
 here too, against an independent one.
 """
 import copy
+import functools
 import importlib.util
 import sys
 import types
@@ -25,10 +26,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from vnca_tutorial.config import DoublingConfig, NonDoublingConfig
 from vnca_tutorial.decoders import DoublingDecoder, NonDoublingDecoder
 from vnca_tutorial.evaluate import evaluate_bound
-from vnca_tutorial.pool import pool_loss
 from vnca_tutorial.model import VNCA
 from vnca_tutorial.nca import NCA, UpdateNetwork
 from vnca_tutorial.pool import StatePool, pool_loss
+
+from helpers import randomise as _randomise
+
+randomise = functools.partial(_randomise, std=0.15)   # this module's scale of random weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,13 +52,6 @@ TINY_D = DoublingConfig(z_dim=6, hidden=10, n_blocks=2, n_doublings=2, image_siz
                         encoder_channels=4, batch_size=3)
 TINY_ND = NonDoublingConfig(z_dim=6, hidden=10, image_size=8, min_steps=3, max_steps=5, encoder_channels=4,
                             batch_size=4, pool_size=8)
-
-
-def randomise(module: nn.Module, seed: int = 0, std: float = 0.15) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
 def nchw_update(net: UpdateNetwork, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,33 @@
+"""Helpers shared by several test modules (import them as ``from helpers import ...``: pytest puts tests/
+on the path, since tests/ is not a package)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def randomise(module: nn.Module, seed: int = 0, std: float = 0.1) -> nn.Module:
+    """Give every parameter (including the zero-initialised last layer of u) random N(0, std^2) values,
+    so that every NCA step changes the state."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def write_tiny_mnist(folder: Path, seed: int = 0) -> Path:
+    """binarized_mnist.npz as in PROVENANCE.md: packed bits (N, 98) uint8 per split (24 / 8 / 16 digits)
+    and the test split's sorted labels."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return np.packbits((rng.random((n, 784)) < 0.15).astype(np.uint8), axis=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "binarized_mnist.npz"
+    np.savez(path, train=split(24), valid=split(8), test=split(16),
+             test_labels=np.sort(rng.integers(0, 10, 16)).astype(np.uint8))
+    return path
