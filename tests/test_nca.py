@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vnca_tutorial.nca import NCA, UpdateNetwork, double, per_cell
+from vnca_tutorial.nca import NCA, UpdateNetwork, double, per_cell, reference_update
 
 from helpers import randomise as _randomise
 
@@ -50,18 +50,6 @@ def test_zero_initialised_last_layer_makes_first_step_identity():
     state = torch.randn(2, 6, 5, 5)
     assert torch.equal(nca.update_net(state), torch.zeros_like(state))
     assert torch.equal(nca.step(state), state)
-
-
-def reference_update(net: UpdateNetwork, x: torch.Tensor) -> torch.Tensor:
-    """u(x) in plain NCHW convolutions with the same weights."""
-    h = F.conv2d(x, net.perceive.weight, net.perceive.bias, padding=1)
-    if net.n_blocks == 0:
-        h = F.elu(h)
-    for block in net.blocks:
-        r = F.conv2d(h, block.conv1.weight, block.conv1.bias)
-        r = F.conv2d(F.elu(r), block.conv2.weight, block.conv2.bias)
-        h = h + r
-    return F.conv2d(h, net.out.weight, net.out.bias)
 
 
 @pytest.mark.parametrize("n_blocks", [0, 4])

@@ -53,6 +53,19 @@ class UpdateNetwork(nn.Module):
         return per_cell(self.out, h).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last memory
 
 
+def reference_update(net: UpdateNetwork, state: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
+    """u(s) the straightforward way, with ``net``'s weights: NCHW tensors and one ``F.conv2d`` per layer.
+    It computes what ``UpdateNetwork.forward`` computes (the tests check it to rounding); the forward pass
+    is the faster route on a CPU (chapter 1; benchmarks/benchmark.py measures both)."""
+    h = F.conv2d(state.contiguous(), net.perceive.weight, net.perceive.bias, padding=1)
+    if net.n_blocks == 0:
+        h = F.elu(h)
+    for block in net.blocks:
+        h = h + F.conv2d(F.elu(F.conv2d(h, block.conv1.weight, block.conv1.bias)),
+                         block.conv2.weight, block.conv2.bias)
+    return F.conv2d(h, net.out.weight, net.out.bias)
+
+
 class NCA(nn.Module):
     """The cellular automaton: a learned update rule applied to every cell at once.
 
