@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark as B  # noqa: E402
+import instruments as I  # noqa: E402
 
 from vnca_tutorial.nca import NCA, per_cell  # noqa: E402
 
@@ -103,7 +102,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
-    result = {"threads": args.threads, "repeats": args.repeats, "load_start": B.load_average(), "presets": {}}
+    result = {"threads": args.threads, "repeats": args.repeats, "load_start": I.load_average(), "presets": {}}
     lines = []
     for name in args.presets.split(","):
         config = B.get_preset(name)
@@ -126,10 +125,10 @@ def main(argv=None) -> dict:
                  for v, (l, g) in first.items()}
         memory = {}
         for v, u in updates.items():
-            B.malloc_trim()
-            with B.TensorMemoryTracker() as mem:
+            I.malloc_trim()
+            with I.TensorMemoryTracker() as mem:
                 u()
-            memory[v] = mem.peak / B.MiB
+            memory[v] = mem.peak / I.MiB
         times = B.interleaved(updates, 1, args.repeats)
         res = {v: {**times[v], "cpu_min_s": min(times[v]["cpu_all"]), "wall_min_s": min(times[v]["wall_all"]),
                    "peak_tensor_mib": memory[v], **diffs[v]} for v in variants}
@@ -144,7 +143,7 @@ def main(argv=None) -> dict:
                          f"peak tensors {r['peak_tensor_mib']:7.1f} MiB   max rel. grad diff "
                          f"{r['max_rel_grad_diff']:.1e}")
         print("\n".join(lines[-len(variants) - 1:]), flush=True)
-    result["load_end"] = B.load_average()
+    result["load_end"] = I.load_average()
     lines.append(f"load average at start {result['load_start']}, at end {result['load_end']}")
     report = "\n".join(lines)
     print(lines[-1])

@@ -29,7 +29,6 @@ achieved rate over the measured dense matmul rates (float32 without TF32, TF32, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -41,8 +40,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark as B  # noqa: E402
+import instruments as I  # noqa: E402
 
-from vnca_tutorial.config import NonDoublingConfig, get_preset  # noqa: E402
+from vnca_tutorial.config import get_preset  # noqa: E402
 
 DEFAULT_PRESETS = ["mnist_doubling", "mnist_nondoubling"]
 
@@ -58,13 +58,13 @@ def gpu_rates(device: str, n: int) -> dict:
     old = torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = False
-        rates["float32"] = B.matmul_rate(torch.float32, torch.get_num_threads(), n, 5, device, sync)
+        rates["float32"] = I.matmul_rate(torch.float32, torch.get_num_threads(), n, 5, device, sync)
         if device.startswith("cuda"):
             torch.backends.cuda.matmul.allow_tf32 = True
-            rates["tf32"] = B.matmul_rate(torch.float32, torch.get_num_threads(), n, 5, device, sync)
+            rates["tf32"] = I.matmul_rate(torch.float32, torch.get_num_threads(), n, 5, device, sync)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-    rates["bfloat16"] = B.matmul_rate(torch.bfloat16, torch.get_num_threads(), n, 5, device, sync)
+    rates["bfloat16"] = I.matmul_rate(torch.bfloat16, torch.get_num_threads(), n, 5, device, sync)
     return rates
 
 
@@ -80,16 +80,16 @@ class Peak:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.tracker = B.TensorMemoryTracker().__enter__()
+            self.tracker = I.TensorMemoryTracker().__enter__()
         return self
 
     def __exit__(self, *exc):
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-            self.mib = (torch.cuda.max_memory_allocated() - self.base) / B.MiB
+            self.mib = (torch.cuda.max_memory_allocated() - self.base) / I.MiB
         else:
             self.tracker.__exit__(*exc)
-            self.mib = self.tracker.peak / B.MiB
+            self.mib = self.tracker.peak / I.MiB
 
 
 def apply_compile(model, mode: str | None, target: str):

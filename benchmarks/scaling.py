@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark as B  # noqa: E402
+import instruments as I  # noqa: E402
 
 from vnca_tutorial.config import DoublingConfig, NonDoublingConfig  # noqa: E402
 from vnca_tutorial.viz import plot_scaling  # noqa: E402
@@ -53,7 +54,7 @@ def measure_point(config, warmup: int, repeats: int) -> dict:
     model = B.build(config)
     x = B.fake_images(config, config.batch_size)
     update = B.TrainingUpdate(model, x, pool=False)
-    info = B.instrumented(update)
+    info = I.instrumented(update)
     t = B.interleaved({"u": update}, warmup, repeats)["u"]
     steps = (config.steps_per_stage * (config.n_doublings + 1) if isinstance(config, DoublingConfig)
              else config.max_steps)
@@ -92,7 +93,7 @@ def main(argv=None) -> dict:
     sizes = [int(s) for s in args.sizes.split(",")]
     result = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": args.threads, "sizes": sizes,
               "nd_steps": args.nd_steps, "steps_per_stage": args.steps_per_stage, "model": SMALL,
-              "machine": B.cpu_info(), "load_start": B.load_average(), "series": {}}
+              "machine": I.cpu_info(), "load_start": I.load_average(), "series": {}}
     modes = [False, True] if args.checkpointing else [False]
     for ckpt in modes:
         for size in sizes:
@@ -104,7 +105,7 @@ def main(argv=None) -> dict:
                       f"steps={point['nca_steps']:3d}  {point['wall_s']:7.3f} s wall  {point['cpu_s']:7.3f} s cpu  "
                       f"{point['gflop']:8.2f} GFLOP  peak tensors {point['peak_tensor_mib']:8.1f} MiB  "
                       f"RSS+ {point['rss_delta_mib']:8.1f} MiB", flush=True)
-    result["load_end"] = B.load_average()
+    result["load_end"] = I.load_average()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     plot(result, Path(args.png))

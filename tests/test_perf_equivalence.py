@@ -45,6 +45,7 @@ def _load(name: str):
 
 
 bench = _load("benchmark")
+instruments = _load("instruments")
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 TINY_D = DoublingConfig(z_dim=6, hidden=10, n_blocks=2, n_doublings=2, image_size=8, steps_per_stage=2,
@@ -220,13 +221,13 @@ def test_iwae_flops_extrapolate_exactly():
     x = _images(1)
     total, parts = bench.iwae_gflop(model, x, k=5)
     with torch.inference_mode():
-        direct = bench.count_gflop(lambda: model.iwae(x, k=5))
+        direct = instruments.count_gflop(lambda: model.iwae(x, k=5))
     assert abs(total - direct) <= 1e-12 * direct + 1e-15
     assert parts["decoder_gflop_per_sample"] > 0 and parts["encoder_gflop"] > 0
 
 
 def test_tensor_memory_tracker_counts_allocations_not_views():
-    with bench.TensorMemoryTracker() as mem:
+    with instruments.TensorMemoryTracker() as mem:
         a = torch.ones(1000)                     # 4000 bytes
         v = a.view(10, 100).t()                  # a view: nothing new
         a.mul_(2)                                # in place: nothing new
@@ -251,7 +252,7 @@ def test_benchmark_measures_a_tiny_preset():
     assert ckpt["train"]["peak_tensor_mib"] < fast["train"]["peak_tensor_mib"]
     assert fast["iwae"]["extrapolated"] and ckpt["iwae"] is None
     result = {"started": "now", "wall_minutes": 0.0, "load_start": None, "load_end": None,
-              "machine": bench.cpu_info(), "matmul": {"float32": {"1": {"n": 8, "gflops_best": 10.0,
+              "machine": instruments.cpu_info(), "matmul": {"float32": {"1": {"n": 8, "gflops_best": 10.0,
               "gflops_median": 10.0, "gflops_per_cpu_s_best": 10.0}}},
               "bf16": {"message": "not requested"}, "rows": rows}
     report = bench.format_report(result)
@@ -277,10 +278,10 @@ def test_instrumented_memory_is_not_inflated_by_the_flop_counter():
         c = config.replace(checkpointing=ckpt)
         update = bench.TrainingUpdate(bench.build(c), bench.fake_images(c, 4), pool=False)
         update()                                                 # steady state
-        with bench.TensorMemoryTracker() as mem:
+        with instruments.TensorMemoryTracker() as mem:
             update()
-        info = bench.instrumented(update)
+        info = instruments.instrumented(update)
         assert info["gflop"] > 0
-        assert info["peak_tensor_mib"] == pytest.approx(mem.peak / bench.MiB, rel=0.05)
+        assert info["peak_tensor_mib"] == pytest.approx(mem.peak / instruments.MiB, rel=0.05)
         peaks[ckpt] = mem.peak
     assert peaks[True] < 0.6 * peaks[False]
