@@ -209,3 +209,17 @@ def test_every_model_says_whether_it_grows():
     from vnca_tutorial.model import build_model
     assert build_model("mnist_doubling_cpu").grows and build_model("mnist_nondoubling_cpu").grows
     assert not build_model("mnist_baseline_cpu").grows
+
+
+def test_every_state_of_the_non_doubling_decoder_is_at_stage_0_and_full_size():
+    """Without doublings there is one stage: the schedule, the hooks of forward and of run (which the pool
+    continues from stored states) all say stage 0, at the grid's size, with consecutive indices."""
+    dec = tiny_nondoubling(size=6)
+    z = torch.randn(2, 6)
+    seen = []
+    dec(z, steps=3, on_step=lambda index, info, s: seen.append(info) or s)
+    _, states = dec(z, steps=3, return_states=True)
+    dec.run(torch.randn(2, 6, 6, 6), steps=2, on_step=lambda index, info, s: seen.append(info) or s, start_index=5)
+    want = [StepInfo(0, "seed", 0, 6)] + [StepInfo(i, "nca", 0, 6) for i in (1, 2, 3)]
+    assert dec.schedule(3) == want and seen[:4] == want and len(states) == 4
+    assert seen[4:] == [StepInfo(6, "nca", 0, 6), StepInfo(7, "nca", 0, 6)]
