@@ -183,3 +183,36 @@ def test_the_bound_with_many_samples_matches_log_px_by_quadrature_on_a_one_dimen
     torch.testing.assert_close(iwae, log_px, rtol=0.0, atol=0.1)
     elbo = torch.stack([m.elbo(x).elbo for _ in range(64)]).mean(0)
     assert (elbo < log_px - 1.0).all()                     # the ELBO is a real bound below it
+
+
+def test_the_default_bound_is_the_papers_k_128():
+    import inspect
+    from vnca_tutorial.vae import VAE
+    assert inspect.signature(VAE.iwae).parameters["k"].default == 128
+
+
+@pytest.mark.parametrize("batch, k, want", [(4, 40, [16, 16, 8]),     # 64 decoded images per chunk at most
+                                            (100, 3, [1, 1, 1])])     # a batch over 64: one sample a time
+def test_the_default_chunk_decodes_at_most_64_images_at_a_time(model, batch, k, want, monkeypatch):
+    """iwae's default chunk keeps memory bounded: k samples of a batch of B are decoded 64 // B at a time
+    (at least one). The result does not depend on it (test_chunked_evaluation_agrees); memory does."""
+    seen = []
+    log_weights = model.log_weights
+
+    def recording(x, eps, q, **kw):
+        seen.append(eps.shape[0])
+        return log_weights(x, eps, q, **kw)
+    monkeypatch.setattr(model, "log_weights", recording)
+    x = (torch.rand(batch, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    model.iwae(x, k=k)
+    assert seen == want
+
+
+def test_colour_images_enter_the_encoder_scaled_to_minus_one_one():
+    from vnca_tutorial.config import get_preset
+    vae = build_model(get_preset("noto_doubling_cpu"))
+    x = torch.tensor([0.0, 127.5, 255.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    assert torch.allclose(vae.encoder_input(x)[0, :, 0, 0], torch.tensor([-1.0, 0.0, 1.0]))
+    binary = build_model(TINY)
+    ones = torch.ones(1, 1, 8, 8)
+    assert torch.equal(binary.encoder_input(ones), ones)       # binary images go in as they are
