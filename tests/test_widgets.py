@@ -366,3 +366,16 @@ def test_pictures_are_shown_at_their_own_size_not_stretched(doubling, images):
     assert (lab.curve.width, lab.curve.height) == size(lab.bars[5])
     latent = LatentExplorer(doubling, images)
     assert (latent.picture.width, latent.picture.height) == size(latent.picture.value)
+
+
+def test_play_and_slider_agree_so_a_saved_page_shows_the_step_its_caption_names(doubling):
+    """In the browser jslink copies Play's value onto the slider when a saved (static) page loads; a Play
+    left at 0 made the slider read 0 under a caption saying "step 44 of 44" (issue 16)."""
+    explorer = GrowthExplorer(doubling)
+    last = len(explorer.frames) - 1
+    assert explorer.play.value == explorer.slider.value == explorer.step == last
+    explorer.set_step(3)
+    assert explorer.play.value == explorer.slider.value == 3
+    lab = DamageLab({"d": doubling})
+    assert lab.run(), lab.message
+    assert lab.play.value == lab.slider.value == lab.step

@@ -78,7 +78,8 @@ class _Widget:
         if not 0 <= t < len(self.frames):
             self._say(f"step {t} is outside the trajectory: choose 0 to {len(self.frames) - 1}")
             return
-        if self.slider.value != t:
+        self.play.value = t        # Play and slider are linked in the browser (jslink), which copies Play's
+        if self.slider.value != t:  # value onto the slider when a saved page loads: keep the two equal
             self.slider.value = t  # the observer draws
         else:
             self._draw(t)
