@@ -31,6 +31,7 @@ from .checkpoint import CheckpointError
 from .config import PRESETS, get_preset
 from .data import ChecksumError
 from .train import TrainingDiverged
+from .trajectories import default_damage_step, prior_z, to_unit
 
 log = logging.getLogger("vnca_tutorial.cli")
 PROG = "vnca"
@@ -281,14 +282,9 @@ def _require_growth(model, command: str) -> None:
 
 
 # --------------------------------------------------------------------------- frames
-def _unit(model, mean: torch.Tensor) -> torch.Tensor:
-    """An image mean of p(x|z) scaled to [0, 1] (8-bit likelihoods give 0..255)."""
-    return mean / 255.0 if model.config.likelihood == "dlogistic" else mean
-
-
 def _display(model, state: torch.Tensor) -> torch.Tensor:
     """The image mean of p(x | current cells), in [0, 1], as (B, C, h, w)."""
-    return _unit(model, model.likelihood(state).mean)
+    return to_unit(model.likelihood(state).mean, model.config.likelihood)
 
 
 def _progress_strip(width: int, fraction: float, colour: tuple[int, int, int], height: int = 6):
@@ -478,9 +474,9 @@ def cmd_sample(args) -> int:
     _check_output(args.out, "--out", [args.checkpoint], suffixes=(".png",))
     model = _model(args, allow_untrained=True)
     _check_decode_memory(model, args.n)
-    z = _latents(model, args.n, args.seed)
+    z = prior_z(model, args.n, args.seed)
     with torch.no_grad():
-        images = _unit(model, model.p_x_given_z(z).mean)
+        images = to_unit(model.p_x_given_z(z).mean, model.config.likelihood)
     out = _write(Path(args.out), "the PNG", lambda p: save_grid(images, p, nrow=math.ceil(math.sqrt(args.n))))
     print(f"wrote {out}: {args.n} samples of {model.config.name}")
     return 0
@@ -498,19 +494,13 @@ def _check_decode_memory(model, n: int, steps: int | None = None, keep_states: i
                   + (" or --steps" if steps else ""))
 
 
-def _latents(model, n: int, seed: int) -> torch.Tensor:  # (n, |z|)
-    """n latent vectors from the prior, reproducible from ``seed``."""
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    return torch.randn(n, model.config.z_dim, generator=generator, device=model.device)
-
-
 def cmd_grow(args) -> int:
     _check_animation(Path(args.out), args.fps, [args.checkpoint])
     model = _model(args, allow_untrained=True)
     _require_growth(model, "grow")
     kwargs = _step_kwargs(model, args.steps)
     _check_decode_memory(model, args.n, args.steps, keep_states=1)
-    z = _latents(model, args.n, args.seed)
+    z = prior_z(model, args.n, args.seed)
     with torch.no_grad():
         states, schedule = model.grow(z, **kwargs)
     frames = _growth_frames(model, [states], schedule, args.n)
@@ -539,21 +529,16 @@ def cmd_damage(args) -> int:
     if kind == "square" and model.doubling:
         raise CLIError("--kind square is for the non-doubling model (paper Fig. 9); the doubling model is "
                        "damaged with --kind right-half (Fig. 11)")
-    if model.doubling:
-        kwargs = _step_kwargs(model, args.steps)
-    else:
-        at_step = args.at_step if args.at_step is not None else model.config.max_steps
-        kwargs = _step_kwargs(model, args.steps if args.steps is not None else at_step + model.config.max_steps)
+    at_step = args.at_step if args.at_step is not None else default_damage_step(model)
+    steps = args.steps if args.steps is not None or model.doubling else at_step + model.config.max_steps
+    kwargs = _step_kwargs(model, steps)
     _check_decode_memory(model, args.n, kwargs.get("steps"), keep_states=2)    # damaged and intact
     schedule = model.decoder.schedule(**kwargs)
-    if model.doubling:
-        at_step = args.at_step if args.at_step is not None else max(
-            i.index for i in schedule if i.kind == "double")  # the first state at full size
     if not 0 <= at_step < len(schedule):
         raise CLIError(f"--at-step {at_step}: the growth has states 0..{len(schedule) - 1}")
     generator = torch.Generator().manual_seed(args.seed + 1)
     damage = damage_right_half if kind == "right-half" else (lambda s: damage_random_square(s, generator))
-    z = _latents(model, args.n, args.seed)
+    z = prior_z(model, args.n, args.seed)
     with torch.no_grad():
         damaged, schedule = model.grow(z, on_step=as_hook(damage, at_step), **kwargs)
         intact, _ = model.grow(z, **kwargs)
