@@ -31,6 +31,9 @@ at k = 16 and extrapolated to k = 128, which is exact in FLOPs and close in time
 once and the decoder k times in chunks). Images are random (binary or 8-bit): speed does not depend on
 pixel values, and no data set has to be on disk. On a machine that other jobs share, wall-clock numbers
 are noisy; the process CPU time (also reported) is steadier with one thread. See benchmarks/README.md.
+
+Why one script of over 500 lines: the measurements (a training update, a decoding, the bound) share one
+plan, one interleaving and one report; the instruments themselves live in instruments.py.
 """
 from __future__ import annotations
 
