@@ -86,3 +86,17 @@ def test_hidden_cells_are_collapsed_in_the_paired_notebook(md: Path):
     open_ = [i for i, c in enumerate(hidden)
              if not (c.metadata.get("jupyter", {}).get("source_hidden") and c.metadata.get("cellView") == "form")]
     assert not open_, f"{md.name}: hidden cells {open_} are not collapsed in the notebook; {FIX}"
+
+
+MAX_SHOWN_LINE = 111   # characters of code that fit the article column at 1280 px (_static/layout.css;
+                       # the browser check passed lines of 111 and failed one of 115)
+
+
+@pytest.mark.parametrize("md", chapters(), ids=lambda p: p.name)
+def test_shown_code_lines_fit_the_column(md: Path):
+    """The browser check (tests/browser) finds code wider than its column only in a built book; this finds
+    the long lines of a chapter's shown code cells (not the removed ones) before any build."""
+    long = [(i, len(line)) for i, c in enumerate(jupytext.read(md).cells)
+            if c.cell_type == "code" and "remove-cell" not in c.metadata.get("tags", [])
+            for line in c.source.splitlines() if len(line) > MAX_SHOWN_LINE]
+    assert not long, f"{md.name}: (cell, length) of code lines over {MAX_SHOWN_LINE} characters: {long}"
