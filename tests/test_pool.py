@@ -233,3 +233,38 @@ def test_pool_rows_start_as_soon_as_the_pool_holds_one_batch():
     assert len(pool) == B
     _, stats = pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
     assert stats["from_pool"] == B // 2
+
+
+def test_fresh_states_fill_a_pool_exactly_as_large_as_what_the_batch_leaves_free():
+    """A full pool of 4 whose batch holds 2 of its states can take exactly 2 fresh states: the other 2 slots."""
+    pool = StatePool(4)
+    pool.put(pool.slots_for_fresh(4), torch.zeros(4, Z, S, S), torch.zeros(4, 1, S, S))
+    held = torch.tensor([0, 3])
+    fresh = pool.slots_for_fresh(2, torch.Generator().manual_seed(0), exclude=held)
+    assert sorted(fresh.tolist()) == [1, 2]
+    with pytest.raises(ValueError, match="pool_size"):
+        pool.slots_for_fresh(3, torch.Generator().manual_seed(0), exclude=held)
+
+
+def test_a_small_bound_still_bounds_and_one_extra_step_still_ages():
+    state = torch.full((1, 1, 2, 2), 2.0)
+    assert state_overflow(state, 0.5).tolist() == [4 * 1.5]        # any bound > 0 is on
+    from vnca_tutorial.pool import age
+    model = tiny_model()
+    asked = []
+    model.decoder.run = lambda states, steps, **kw: (asked.append(steps), states)[1]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        age(model, torch.zeros(2, Z, S, S), 1, generator=g)
+    assert set(asked) == {0, 1}                                   # max_extra = 1 ages too
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_the_step_change_is_measured_only_when_its_penalty_is_on(weight):
+    """stationarity = 0 switches the penalty off: nothing is computed and the stat is 0; any weight > 0
+    (1 included) computes it for the pool rows."""
+    model, pool = tiny_model(stationarity=weight), full_pool()
+    torch.manual_seed(7)
+    _, stats = pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert (stats["step_change"] > 0) == (weight > 0)
+    assert weight > 0 or stats["step_change"] == 0.0
