@@ -215,15 +215,20 @@ def test_the_stationarity_penalty_counts_the_pool_rows_only(fraction):
     assert stats["step_change"] == pytest.approx(change.mean().item(), rel=1e-4)
 
 
-def test_ageing_draws_every_extra_step_count_from_0_to_the_maximum_and_no_other():
+def extra_steps_drawn(max_extra: int, times: int) -> set[int]:
+    """The step counts `age` asks the decoder to run, over ``times`` calls."""
     from vnca_tutorial.pool import age
     model = tiny_model()
     asked = []
     model.decoder.run = lambda states, steps, **kw: (asked.append(steps), states)[1]
     g = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        age(model, torch.zeros(2, Z, S, S), 3, generator=g)
-    assert set(asked) == {0, 1, 2, 3}                   # E ~ U{0, ..., max_extra}
+    for _ in range(times):
+        age(model, torch.zeros(2, Z, S, S), max_extra, generator=g)
+    return set(asked)
+
+
+def test_ageing_draws_every_extra_step_count_from_0_to_the_maximum_and_no_other():
+    assert extra_steps_drawn(3, 200) == {0, 1, 2, 3}    # E ~ U{0, ..., max_extra}
 
 
 def test_pool_rows_start_as_soon_as_the_pool_holds_one_batch():
@@ -249,14 +254,7 @@ def test_fresh_states_fill_a_pool_exactly_as_large_as_what_the_batch_leaves_free
 def test_a_small_bound_still_bounds_and_one_extra_step_still_ages():
     state = torch.full((1, 1, 2, 2), 2.0)
     assert state_overflow(state, 0.5).tolist() == [4 * 1.5]        # any bound > 0 is on
-    from vnca_tutorial.pool import age
-    model = tiny_model()
-    asked = []
-    model.decoder.run = lambda states, steps, **kw: (asked.append(steps), states)[1]
-    g = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        age(model, torch.zeros(2, Z, S, S), 1, generator=g)
-    assert set(asked) == {0, 1}                                   # max_extra = 1 ages too
+    assert extra_steps_drawn(1, 50) == {0, 1}                       # max_extra = 1 ages too
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.0])
