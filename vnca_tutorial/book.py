@@ -92,9 +92,11 @@ def short_paths(text: str) -> str:
     the home folder as ``~``. The book prints messages through it, so that no page shows where it was built."""
     from .data import DEFAULT_CACHE_DIR, _cache_dir
     cache = "$VNCA_CACHE_DIR" if os.environ.get("VNCA_CACHE_DIR") else str(DEFAULT_CACHE_DIR)
-    names = {os.environ.get("VNCA_DATA_DIR", ""): "$VNCA_DATA_DIR", str(_cache_dir()): cache,
-             str(Path.cwd().parent) if Path.cwd().name == "book" else "": "..",
-             str(Path.home()): "~"}
-    for folder in sorted((f for f in names if len(f) > 1), key=len, reverse=True):  # the longest first
-        text = text.replace(folder.rstrip("/"), names[folder])
+    names = [(os.environ.get("VNCA_DATA_DIR", ""), "$VNCA_DATA_DIR"), (str(_cache_dir()), cache),
+             (str(Path.home()), "~")]
+    if Path.cwd().name == "book":
+        names.append((str(Path.cwd().parent), ".."))
+    for folder, name in sorted(names, key=lambda pair: len(pair[0]), reverse=True):  # the longest first
+        if len(folder) > 1:
+            text = text.replace(folder.rstrip("/"), name)
     return text

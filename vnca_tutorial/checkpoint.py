@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from .checks import check_device
 from .config import ModelConfig, config_from_dict, config_to_dict
 
 
@@ -180,7 +181,6 @@ def optimizer_state(tensors: dict, meta: dict) -> dict | None:
 def load_model(path: str | os.PathLike, expected_preset: str | None = None,
                map_location: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint describes and load its weights (nothing is unpickled)."""
-    from .checks import check_device
     from .model import build_model
     check_device(map_location)
     config, tensors, meta = load_checkpoint(path)

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError
+from .checks import check_device
 from .config import PRESETS, get_preset
 from .data import ChecksumError
 from .train import TrainingDiverged
@@ -65,7 +66,6 @@ def _one_line(text: object) -> str:
 
 def _device(name: str) -> str:
     """The device if this machine has it, else a CLIError."""
-    from .checks import check_device
     try:
         check_device(name)
     except ValueError as e:

@@ -341,7 +341,8 @@ def _train(config: ModelConfig, images: Tensor, s: TrainSettings, val_images: Te
 
 def _start(config: ModelConfig, s: TrainSettings, rank: int, world: int, device: str, run_dir: Path):
     """The model, its optimizer, the pool (non-doubling models) and the first update: fresh, resumed from
-    the run's checkpoint, or from another run's weights; and what the training step calls (DDP-wrapped)."""
+    the run's checkpoint, or from another run's weights; and what the training step calls (DDP-wrapped).
+    Rank 0 also records the run's config.json."""
     torch.manual_seed(s.seed + rank)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -410,8 +411,7 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
             idx = batch_indices(step, len(images), config.batch_size, s.seed, rank, world)
             x = _as_float(images[idx], device)
             steps = model.decoder.draw_steps() if pool is not None else None
-            beta = config.beta_at(step)                       # the config's beta after any warm-up
-            loss, stats, problem = _checked_loss(net, x, beta, pool, steps, step)
+            loss, stats, problem = _checked_loss(net, x, config.beta_at(step), pool, steps, step)
             problem = failed or problem                       # the last validation's NaN comes first
             out_of_time = s.max_minutes is not None and time.time() - start > 60 * s.max_minutes
             # every rank takes the same decisions (a lone rank that stops would hang the others)
@@ -426,7 +426,8 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
             step += 1
             row = {"step": step, "loss": loss.item(), "reconstruction": stats["reconstruction"],
                    "kl": stats["kl"], "seconds": round(seconds_before + time.time() - start, 2)}
-            bar.update(1), bar.set_postfix(loss=f"{loss.item():.2f}")
+            bar.set_postfix(loss=f"{loss.item():.2f}", refresh=False)
+            bar.update(1)
             if rank == 0:
                 if val is not None and (step % s.eval_every == 0 or step == n_updates):
                     failed = _validate(model, val, run_dir, step, row)
