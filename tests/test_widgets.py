@@ -12,6 +12,7 @@ import torch
 
 from vnca_tutorial import ConvVAE, VNCA, get_preset
 from vnca_tutorial.config import NonDoublingConfig
+from vnca_tutorial.toy import shapes
 from vnca_tutorial.train import TrainSettings, train
 from vnca_tutorial.viz import resize_nearest
 from vnca_tutorial.widgets import (DamageLab, GrowthExplorer, LatentExplorer, brush_mask,
@@ -184,19 +185,6 @@ def test_damage_lab_scores_the_data_image(doubling, nondoubling, images):
         final = doubling.grow(doubling.q_z_given_x(images[2:3]).mean)[0][-1]
         torch.testing.assert_close(ll["undamaged, end"], doubling.likelihood(final).log_prob(images[2:3]))
     assert "only the ends of growth" in lab.scores.value
-
-
-def shapes(size=12):
-    """36 binary images: a square, a plus, a disc and a diamond at nine positions."""
-    r = torch.arange(size)
-    yy, xx = torch.meshgrid(r, r, indexing="ij")
-    s, out = size // 4, []
-    for cy in range(size // 2 - 1, size // 2 + 2):
-        for cx in range(size // 2 - 1, size // 2 + 2):
-            dy, dx = (yy - cy).abs(), (xx - cx).abs()
-            out += [(dy <= s) & (dx <= s), ((dy <= 1) & (dx <= s + 1)) | ((dx <= 1) & (dy <= s + 1)),
-                    dy ** 2 + dx ** 2 <= (s + 1) ** 2, dy + dx <= s + 1]
-    return torch.stack(out).float()[:, None]                 # (36, 1, size, size)
 
 
 def test_a_pool_trained_nondoubling_vnca_recovers_from_damage():
