@@ -82,7 +82,9 @@ def main() -> None:
     meta = read_metadata(ckpt)
     trained = load_model(ckpt).eval()
     out = HERE / f"{a.name}.safetensors"
-    save_checkpoint(out, trained, trained.config, int(meta["step"]), weights_dtype=getattr(torch, a.dtype))
+    # the shipped model computes in float32 (its card's bound too), whatever precision it was trained in
+    save_checkpoint(out, trained, trained.config.replace(bf16=False), int(meta["step"]),
+                    weights_dtype=getattr(torch, a.dtype))
     model = load_model(out).eval()                                   # evaluate exactly what ships
     if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
         raise SystemExit(f"{out}: weights overflow {a.dtype}; export with --dtype float32")
@@ -107,6 +109,8 @@ def main() -> None:
         if len(phases) > 1 else None,
         "train_wall_time_hours": round(float(rows[-1]["seconds"]) / 3600, 2) if rows else None,
         "hardware": a.trained_on or f"{cpu_description()}, one torch thread per process",
+        "precision": {"training": "bf16 autocast (update network)" if trained.config.bf16 else "float32",
+                      "evaluation": "float32"},
         "test_bound": {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)},
         "paper": PAPER.get(a.name.replace("_small", "")),
         # the ELBO on the training run's fixed random subset of test images, logged while training

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from vnca_tutorial.cli import CLIError, parse_overrides
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_dataset
+from vnca_tutorial.hardware import PRECISIONS, choose_bf16
 from vnca_tutorial.checkpoint import atomic_write, read_metadata, tensors_sha256
 from vnca_tutorial.train import CHECKPOINT, METRICS, TrainSettings, train
 
@@ -99,6 +100,8 @@ def main() -> None:
     p.add_argument("--run-dir", default=None, help="default: runs/pretrained/NAME")
     p.add_argument("--save-resume-point", action="store_true",
                    help="copy the run's checkpoint (without the pool) and metrics to scripts/resume/NAME")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 autocast where it is the fast path (AMX CPU, GPU), else float32")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from these weights (a new optimizer and pool): a second training phase")
     a = p.parse_args()
@@ -109,6 +112,10 @@ def main() -> None:
     if a.set and a.run_dir is None:
         p.error("--set trains another model: give it its own --run-dir")
     logging.basicConfig(level=logging.INFO)
+    if not any(item.split("=", 1)[0].strip() == "bf16" for item in a.set):
+        bf16, why = choose_bf16(a.precision)
+        config = config.replace(bf16=bf16)
+        logging.info("precision: %s", why)
     if a.threads:
         torch.set_num_threads(a.threads)
     run_dir = Path(a.run_dir or f"runs/pretrained/{a.name}")

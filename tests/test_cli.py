@@ -50,6 +50,8 @@ BAD = {
     "beta_nan": (T + ["--set", "beta=nan"], ["beta", "nan"], 1),
     "n_updates_0": (T + ["--set", "n_updates=0"], ["n_updates", "positive"], 1),
     "relabel": (T + ["--set", "name=mnist_doubling"], ["--set name", "preset"], 1),
+    "precision_float16": (T + ["--precision", "float16"], ["--precision", "'float16'", "auto"], 2),
+    "precision_twice": (T + ["--precision", "bf16", "--set", "bf16=false"], ["--precision bf16", "give one"], 1),
     "eval_seed_negative": (["eval", "--pretrained", "mnist_doubling_small", "--seed", "-1"], ["--seed", "'-1'"], 2),
     "eval_k_0": (["eval", "--pretrained", "mnist_doubling_small", "--k", "0"], ["--k", "positive"], 2),
     "eval_batch_size_0": (["eval", "--pretrained", "mnist_doubling_small", "--batch-size", "0"], ["--batch-size"], 2),
@@ -263,7 +265,7 @@ def assert_error(result: dict, *needles: str, rc: int = 1, alone: bool = True) -
 # --- --help ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command, options", [
     ("", ["train", "eval", "sample", "grow", "damage", "vnca train"]),
-    ("train", ["--preset", "--run-dir", "--updates", "--data-dir", "--device", "--resume", "--seed",
+    ("train", ["--preset", "--run-dir", "--updates", "--data-dir", "--device", "--resume", "--seed", "--precision",
                "--checkpoint-every", "--eval-every", "--set", "example", "mnist_doubling_cpu"]),
     ("eval", ["--checkpoint", "--pretrained", "--k", "--images", "--batch-size", "--seed", "--device", "--json",
               "--resume-file", "example"]),

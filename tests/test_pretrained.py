@@ -12,7 +12,7 @@ from vnca_tutorial.config import get_preset
 from vnca_tutorial.model import build_model
 
 CARD_FIELDS = {"name", "sha256", "config", "data", "updates", "train_wall_time_hours", "hardware",
-               "test_bound", "parameters", "stored_dtype", "paper", "notes"}
+               "test_bound", "parameters", "stored_dtype", "paper", "notes", "precision"}
 
 
 def _test_images(dataset: str):
@@ -43,6 +43,9 @@ def test_every_shipped_model_loads_and_runs(name):
     n_dims = card["config"]["image_channels"] * card["config"]["image_size"] ** 2
     assert bound["bpd"] == pytest.approx(-bound["nats"] / (n_dims * math.log(2)), rel=1e-6)
     assert card["stored_dtype"] in ("float32", "float16") and card["notes"]
+    # a shipped model computes in float32 whatever it was trained in, and its card says both
+    assert card["precision"]["evaluation"] == "float32" and card["config"]["bf16"] is False
+    assert pretrained.load(name).config.bf16 is False
     model = pretrained.load(name)
     assert model.n_parameters() == card["parameters"]
     assert config_to_dict(model.config) == card["config"]

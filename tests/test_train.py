@@ -134,6 +134,17 @@ def test_a_resume_may_lower_the_learning_rate_and_then_uses_it(tmp_path, monkeyp
     assert seen == [1e-5]
 
 
+def test_a_resume_may_change_the_precision_and_then_computes_in_it(tmp_path, monkeypatch):
+    """A run started in float32 on one machine resumes in bf16 on an AMX machine (--precision auto)."""
+    x = binary_images(8)
+    train(doubling(), x, settings(tmp_path, n_updates=2))
+    seen = []
+    real_autocast = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: (seen.append(k.get("enabled")), real_autocast(*a, **k))[1])
+    model, _ = train(doubling(bf16=True), x, settings(tmp_path, n_updates=3, resume=True))
+    assert model.config.bf16 and seen and all(seen)
+
+
 def test_checkpoints_that_cannot_be_resumed_say_why(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file

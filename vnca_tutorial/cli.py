@@ -31,6 +31,7 @@ from .checkpoint import CheckpointError
 from .checks import check_device
 from .config import PRESETS, get_preset
 from .data import ChecksumError
+from .hardware import PRECISIONS, choose_bf16
 from .train import TrainingDiverged
 from .trajectories import default_damage_step, prior_z, to_unit
 
@@ -362,7 +363,7 @@ def _write_animation(frames: list, out: Path, fps: float) -> Path:
 def cmd_train(args) -> int:
     from .train import CHECKPOINT, TrainSettings, train
     device = _device(args.device)
-    config = _config(args.preset, args.set)
+    config, precision = _precision(_config(args.preset, args.set), args.precision, args.set, device)
     from .memory import training_bytes
     _check_memory(training_bytes(config), f"training {config.name!r}",
                   "choose a smaller batch_size, z_dim, hidden or number of steps with --set, or "
@@ -387,7 +388,8 @@ def cmd_train(args) -> int:
     global_batch = config.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     if len(images) < global_batch:
         raise CLIError(f"{len(images)} training images are fewer than one batch of {global_batch}")
-    log.info("training %s on %d images (%s); validation: %s", config.name, len(images), source, val_source)
+    log.info("training %s on %d images (%s); validation: %s; precision: %s", config.name, len(images), source,
+             val_source, precision)
     settings = TrainSettings(run_dir=str(run_dir), n_updates=args.updates, checkpoint_every=args.checkpoint_every,
                              eval_every=args.eval_every, eval_images=args.eval_images, seed=args.seed,
                              device=device, resume=args.resume, progress=not args.quiet,
@@ -398,6 +400,16 @@ def cmd_train(args) -> int:
         done = f"update {last['step']}, loss {last['loss']:.2f}" if last else "nothing to do"
         print(f"{config.name}: {done}; checkpoint {checkpoint}, metrics {run_dir / 'metrics.csv'}")
     return 0
+
+
+def _precision(config, precision: str, overrides: list[str], device: str):
+    """(config with bf16 set by --precision, why): auto takes the machine's fast path; --set bf16 wins."""
+    if any(item.split("=", 1)[0].strip() == "bf16" for item in overrides):
+        if precision != "auto":
+            raise CLIError(f"--precision {precision} and --set bf16=... both choose the precision: give one")
+        return config, f"bf16={config.bf16} as --set"
+    bf16, why = choose_bf16(precision, device)
+    return config.replace(bf16=bf16), why
 
 
 def _card_bound(name: str | None) -> dict | None:
@@ -591,6 +603,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding the data set (default: $VNCA_DATA_DIR, then the cache); "
                         "required for celeba")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the update network's arithmetic (default: auto, bf16 autocast on a GPU or a CPU with "
+                        "AMX units, else float32)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
     p.add_argument("--overwrite", action="store_true", help="start again even if RUN_DIR has a checkpoint")
     p.add_argument("--checkpoint-every", type=positive_int, default=100, metavar="N", help="updates between checkpoints (default: 100)")

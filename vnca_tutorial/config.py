@@ -181,8 +181,8 @@ PRESETS: dict[str, ModelConfig] = {
                                             batch_size=128, p_update=1.0, grad_clip=1.0),
     # --- convolutional baseline (appendix A.6) ---
     "mnist_baseline": BaselineConfig(name="mnist_baseline", **_MNIST),
-    # --- CPU scale: same architecture, smaller widths; float32 (bf16=True is a per-run choice: it pays
-    #     only on CPUs with AMX, chapter 10) ---
+    # --- CPU scale: same architecture, smaller widths; float32 here (`vnca train --precision auto` turns
+    #     bf16 on where it pays: CPUs with AMX and GPUs, chapter 10) ---
     "mnist_doubling_cpu": DoublingConfig(name="mnist_doubling_cpu", **_MNIST, z_dim=32, hidden=64,
                                          n_blocks=1, lr=1e-3, n_updates=3000, encoder_channels=16),
     "celeba_doubling_cpu": DoublingConfig(name="celeba_doubling_cpu", **{**_CELEBA, "dataset": "celeba"},

@@ -229,8 +229,9 @@ class MetricsLog:
             self.tb.close()
 
 
-# fields that a resume may change: they steer the optimiser, not the model or the data order
-RESUMABLE_CHANGES = ("lr", "grad_clip", "n_updates")
+# fields that a resume may change: they steer the optimiser or the arithmetic's precision (bf16, chosen per
+# machine), not the model or the data order
+RESUMABLE_CHANGES = ("lr", "grad_clip", "n_updates", "bf16")
 
 
 def _resume(path: Path, config: ModelConfig, model, optimizer, pool, rank: int = 0,

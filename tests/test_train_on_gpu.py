@@ -1,0 +1,48 @@
+"""scripts/train_on_gpu.py, run on a CPU with a tiny model: the GPU minutes go to training, not to its bugs."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import write_tiny_mnist
+from vnca_tutorial.checkpoint import load_model
+from vnca_tutorial.data import load_dataset, subset
+from vnca_tutorial.evaluate import evaluate_bound
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import train_on_gpu  # noqa: E402
+
+TINY = ["--preset", "mnist_doubling_cpu", "--set", "z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4",
+        "n_blocks=1", "steps_per_stage=2"]
+
+
+def test_it_trains_for_its_minutes_and_writes_weights_a_cpu_can_evaluate(tmp_path):
+    data = write_tiny_mnist(tmp_path / "data").parent          # 32 training, 16 test digits
+    out = tmp_path / "out"
+    summary = train_on_gpu.main([*TINY, "--device", "cpu", "--minutes", "0.02", "--data-dir", str(data),
+                                 "--out", str(out), "--eval-images", "5", "--k", "3", "--half"])
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.json", "weights.safetensors"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["updates"] >= 1 and summary["preset"] == "mnist_doubling_cpu" and summary["precision"].startswith("float32")
+    model = load_model(out / "weights.safetensors").eval()
+    assert model.config.bf16 is False and model.config.z_dim == 8
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # the bound it reports is the one a CPU computes from the written file
+    test = load_dataset("binarized_mnist", "test", data_dir=data)
+    again = evaluate_bound(model, subset(test, 5, seed=0).images, k=3, batch_size=32)
+    assert summary["bound"]["nats"] == pytest.approx(again.nats, abs=1e-4)
+    assert summary["bound"]["n_images"] == 5 and summary["weights_dtype"] == "float16"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--minutes", "0"], "--minutes"), (["--minutes", "1", "--eval-images", "0"], "--eval-images"),
+    (["--minutes", "1", "--device", "cuda"], "no CUDA GPU"), (["--minutes", "1", "--precision", "fp8"], "fp8")])
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, argv, needle):
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as e:
+        train_on_gpu.main([*argv, "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
