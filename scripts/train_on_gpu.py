@@ -9,9 +9,10 @@ device and writes, in `--out`:
     metrics.csv           the training curve (update, loss, validation ELBO, seconds)
     summary.json          device, precision, updates, seconds, the bound, and the command to reproduce it
 
-Run it where a GPU is lent (the data file travels with the repository in an ignored folder):
+Run it where a GPU is lent; the data file travels with the repository in the ignored folder .devdata/
+(`mkdir -p .devdata && cp "$VNCA_DATA_DIR/binarized_mnist.npz" .devdata/` first, then carry `.devdata`):
 
-    python scripts/train_on_gpu.py --minutes 8 --data-dir .devdata --out "$OUT"
+    PYTHONPATH=. python scripts/train_on_gpu.py --minutes 8 --data-dir .devdata --out "$OUT"
 
 and on a CPU, `vnca eval --checkpoint OUT/weights.safetensors --k 128` gives the card's figure. The tests run
 it on a CPU with a tiny preset (`--device cpu --preset mnist_doubling_cpu --set ...`), so that GPU minutes
