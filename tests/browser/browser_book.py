@@ -56,11 +56,15 @@ ANIMATION_KINDS = {
         "root": "div.animation",
         "first": 'button[title="First frame"]',
         "next": 'button[title="Next frame"]',
+        "play": 'button[title="Play"]',
+        "pause": 'button[title="Pause"]',
     },
     "vnca_tutorial frames_to_html": {
         "root": 'div[id^="vnca-animation-"]',
         "first": "button.vnca-first",
         "next": "button.vnca-next",
+        "play": "button.vnca-play",
+        "pause": "button.vnca-play",     # one button: play / pause
     },
 }
 
@@ -425,8 +429,14 @@ def _check_animations(p) -> list[dict]:
                 root.locator(sel["next"]).click()
                 p.wait_for_timeout(50)
                 after_src, after_value = img.get_attribute("src") or "", slider.input_value()
+                # Play for a moment, then pause: the slider must have moved on (page errors are recorded
+                # for the whole visit, so a throwing timer callback fails test_page_loads_cleanly)
+                root.locator(sel["play"]).click()
+                p.wait_for_timeout(700)
+                root.locator(sel["pause"]).click()
+                played_value = slider.input_value()
                 res.update(
-                    value_before=before_value, value_after=after_value,
+                    value_before=before_value, value_after=after_value, value_played=played_value,
                     src_changed=before_src != after_src,
                     frames_0_1_identical=len(frames) > 1 and frames[0]["hash"] == frames[1]["hash"],
                 )

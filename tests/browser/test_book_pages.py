@@ -132,6 +132,7 @@ def test_animations_step(visit, page):
         assert int(a["value_after"]) == int(a["value_before"]) + 1, (
             f"{name}: step forward moved the slider from {a['value_before']} to {a['value_after']}")
         assert a["src_changed"] or a["frames_0_1_identical"], f"{name}: step forward did not change the frame"
+        assert a["value_played"] != a["value_after"], f"{name}: Play for 0.7 s did not move the slider"
 
 
 @pytest.mark.parametrize("page", PAGES)
