@@ -14,7 +14,10 @@ Run it where a GPU is lent; the data file travels with the repository in the ign
 
     PYTHONPATH=. python scripts/train_on_gpu.py --minutes 8 --data-dir .devdata --out "$OUT"
 
-and on a CPU, `vnca eval --checkpoint OUT/weights.safetensors --k 128` gives the card's figure. The tests run
+and on a CPU, `vnca eval --checkpoint OUT/weights.safetensors --k 128` gives the card's figure. With
+`--preset mnist_nondoubling` it trains the paper's non-doubling model with its pool and damage (issue 15:
+a GPU's minutes are worth hours of the two CPU cores), and `benchmarks/attractors.py --checkpoint` then
+measures its stability and regrowth. The tests run
 it on a CPU with a tiny preset (`--device cpu --preset mnist_doubling_cpu --set ...`), so that GPU minutes
 are not spent on its bugs.
 """

@@ -14,18 +14,21 @@ from vnca_tutorial.evaluate import evaluate_bound
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import train_on_gpu  # noqa: E402
 
-TINY = ["--preset", "mnist_doubling_cpu", "--set", "z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4",
-        "n_blocks=1", "steps_per_stage=2"]
+TINY = ["--set", "z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4"]
+TINY_DOUBLING = ["--preset", "mnist_doubling_cpu", *TINY, "n_blocks=1", "steps_per_stage=2"]
+TINY_POOL = ["--preset", "mnist_nondoubling_cpu", *TINY, "min_steps=2", "max_steps=3", "pool_size=8",
+             "pool_extra_steps=1"]
 
 
-def test_it_trains_for_its_minutes_and_writes_weights_a_cpu_can_evaluate(tmp_path):
+@pytest.mark.parametrize("tiny", [TINY_DOUBLING, TINY_POOL], ids=["doubling", "non-doubling with pool"])
+def test_it_trains_for_its_minutes_and_writes_weights_a_cpu_can_evaluate(tmp_path, tiny):
     data = write_tiny_mnist(tmp_path / "data").parent          # 32 training, 16 test digits
     out = tmp_path / "out"
-    summary = train_on_gpu.main([*TINY, "--device", "cpu", "--minutes", "0.02", "--data-dir", str(data),
+    summary = train_on_gpu.main([*tiny, "--device", "cpu", "--minutes", "0.02", "--data-dir", str(data),
                                  "--out", str(out), "--eval-images", "5", "--k", "3", "--half"])
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.json", "weights.safetensors"]
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert summary["updates"] >= 1 and summary["preset"] == "mnist_doubling_cpu" and summary["precision"].startswith("float32")
+    assert summary["updates"] >= 1 and summary["preset"] == tiny[1] and summary["precision"].startswith("float32")
     model = load_model(out / "weights.safetensors").eval()
     assert model.config.bf16 is False and model.config.z_dim == 8
     assert all(p.dtype == torch.float32 for p in model.parameters())
