@@ -2,6 +2,9 @@
 on the path, since tests/ is not a package)."""
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,3 +34,28 @@ def write_tiny_mnist(folder: Path, seed: int = 0) -> Path:
     np.savez(path, train=split(24), valid=split(8), test=split(16),
              test_labels=np.sort(rng.integers(0, 10, 16)).astype(np.uint8))
     return path
+
+
+@contextlib.contextmanager
+def http_server(files: dict[str, bytes]):
+    """A local HTTP server for download tests: yields its base URL; GET /<path> returns files[path], else 404."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):                                   # noqa: N802 (the http.server name)
+            body = files.get(self.path.lstrip("/"))
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

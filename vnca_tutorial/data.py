@@ -543,7 +543,7 @@ def _emoji_from_folder(folder: Path) -> tuple[np.ndarray, tuple[str, ...], str] 
     return (*_read_emoji_pngs(str(cand), files), f"{len(files)} PNGs in {cand}")
 
 
-def _find_emoji(data_dir, cache_dir) -> tuple[np.ndarray, tuple[str, ...], str]:
+def _find_emoji(data_dir, cache_dir, download: bool = True) -> tuple[np.ndarray, tuple[str, ...], str]:
     user = _user_dir(data_dir)
     if user is not None:
         logger.info("Noto emoji: trying the folder you named: %s", user)
@@ -557,7 +557,17 @@ def _find_emoji(data_dir, cache_dir) -> tuple[np.ndarray, tuple[str, ...], str]:
         found = _emoji_from_folder(folder)
         if found is not None:
             return found
-    raise FileNotFoundError(f"Noto emoji not found in {[str(d) for d in _known_dirs(cache_dir)]}. {EMOJI_HELP}")
+    failed = ""
+    if download:                   # from github.com/googlefonts/noto-emoji, git-hash verified (emoji_download)
+        from .emoji_download import download_noto_emoji
+        try:
+            path = download_noto_emoji(cache_dir)
+            return (*_read_emoji_npz(str(path), _stamp(path)), str(path))
+        except (OSError, http.client.HTTPException, ChecksumError) as e:   # no network, 404, timeout, tampering
+            logger.info("Noto emoji: download failed (%s)", e)
+            failed = f" The download failed ({type(e).__name__}: {e})."
+    raise FileNotFoundError(f"Noto emoji not found in {[str(d) for d in _known_dirs(cache_dir)]}.{failed} "
+                            f"{EMOJI_HELP}")
 
 
 def emoji_split_indices(n: int, split: str) -> torch.Tensor:
@@ -573,21 +583,23 @@ def emoji_split_indices(n: int, split: str) -> torch.Tensor:
 
 
 def load_noto_emoji(split: str = "train", data_dir: str | os.PathLike | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> ImageData:
+                    cache_dir: str | os.PathLike | None = None, download: bool = True) -> ImageData:
     """Noto Color Emoji, 64x64, composited on white: uint8 RGB (N, 3, 64, 64).
 
     Explained in chapter 4 (book/04_vae.md).
 
     Reads ``noto_emoji_64.npz`` (RGBA (N, 64, 64, 4), names) or a folder of
     ``emoji_u*.png`` (any size; RGBA, bilinear resize to 64x64), from data_dir /
-    $VNCA_DATA_DIR, else the cache.
+    $VNCA_DATA_DIR, else the cache, else downloads them into the cache from
+    github.com/googlefonts/noto-emoji (tag v2.028, every file checked against
+    its git hash; `vnca_tutorial.emoji_download`) unless ``download=False``.
     split: "train" (80 %) or "test" (20 %), a fixed random split (seed 0) of the
     images in sorted file-name order. The paper's exact split cannot be rebuilt
     (its file order came from an unsorted glob); sizes match (2656 / 664 of 3320).
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r} for Noto emoji; valid: ['test', 'train']")
-    rgb, names, source = _find_emoji(data_dir, cache_dir)
+    rgb, names, source = _find_emoji(data_dir, cache_dir, download)
     logger.info("Noto emoji: using %s", source)
     idx = emoji_split_indices(len(rgb), split)
     images = torch.from_numpy(rgb[idx.numpy()])  # fancy indexing copies: writable
