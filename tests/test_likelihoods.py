@@ -418,3 +418,58 @@ def test_likelihood_from_state_errors():
         likelihood_from_state(torch.zeros(1, 16, 4, 4), "dlogistic", n_mix=3)
     with pytest.raises(ValueError, match="at least 3"):
         likelihood_from_state(torch.zeros(1, 2, 4, 4), "bernoulli", image_channels=3)
+
+
+# --------------------------------------------------------------------------- #
+# Shapes at the edges (each kills a mutant the tests above let live: tools/mutation_score.py likelihoods)
+# --------------------------------------------------------------------------- #
+def test_a_single_unbatched_image_is_one_event():
+    """(C, H, W) logits, params, images and states are one image: log_prob gives a scalar."""
+    x = torch.randint(0, 2, (1, 4, 5)).float()
+    logits = torch.randn(1, 4, 5)
+    torch.testing.assert_close(BernoulliImage(logits).log_prob(x), BernoulliImage(logits[None]).log_prob(x[None])[0])
+    params, v = torch.randn(10, 4, 5), torch.randint(0, 256, (3, 4, 5))
+    torch.testing.assert_close(DiscretizedLogisticMixture(params, 1).log_prob(v),
+                               DiscretizedLogisticMixture(params[None], 1).log_prob(v[None])[0])
+    assert likelihood_from_state(torch.randn(3, 4, 5), "bernoulli").log_prob(x).shape == ()
+
+
+def test_a_state_with_exactly_the_channels_the_likelihood_reads_is_enough():
+    assert likelihood_from_state(torch.zeros(2, 10, 4, 4), "dlogistic").event_shape == (3, 4, 4)
+    assert likelihood_from_state(torch.zeros(2, 1, 4, 4), "bernoulli").event_shape == (1, 4, 4)
+
+
+def test_extra_leading_dimensions_are_batch_dimensions():
+    dist = DiscretizedLogisticMixture(torch.randn(2, 3, 20, 4, 5), 2)              # (S, B, 10 L, H, W)
+    assert dist.batch_shape == (2, 3) and dist.event_shape == (3, 4, 5)
+    assert dist.log_prob(torch.randint(0, 256, (2, 3, 3, 4, 5))).shape == (2, 3)
+
+
+def test_support_checks_whole_images():
+    x = torch.zeros(2, 1, 3, 3)
+    x[1, 0, 1, 1] = 2.0
+    assert BernoulliImage(torch.zeros(2, 1, 3, 3)).support.check(x).tolist() == [True, False]
+    v = torch.full((3, 3, 2, 2), 255.0)
+    v[1, 2, 1, 0], v[2, 0, 0, 0] = 256.0, 0.0
+    assert DiscretizedLogisticMixture(torch.zeros(3, 10, 2, 2), 1).support.check(v).tolist() == [True, False, True]
+
+
+def test_n_mix_must_be_a_positive_int():
+    for bad in (2.0, 0, -1):
+        with pytest.raises(ValueError, match="positive int"):
+            DiscretizedLogisticMixture(torch.zeros(1, 20, 2, 2), bad)
+
+
+def test_boolean_images_are_refused_by_the_mixture():
+    with pytest.raises(ValueError, match="dtype"):
+        DiscretizedLogisticMixture(torch.zeros(1, 10, 2, 2), 1).log_prob(torch.ones(1, 3, 2, 2, dtype=torch.bool))
+
+
+def test_mixture_mean_is_computed_per_pixel():
+    """The mean of a (1, 20, 2, 3) mixture equals the means of its six pixels computed one by one."""
+    params = torch.randn(1, 20, 2, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    mean = DiscretizedLogisticMixture(params, 2).mean                              # (1, 3, 2, 3)
+    for i in range(2):
+        for j in range(3):
+            one = DiscretizedLogisticMixture(params[..., i:i + 1, j:j + 1], 2).mean[..., 0, 0]
+            torch.testing.assert_close(mean[..., i, j], one)
