@@ -5,21 +5,33 @@
                                                                              # an ablation: one field changed
 
 The shipped non-doubling model was trained in phases (its card gives the updates of each), each from the
-weights of the one before (--init-from: a new optimizer and pool) except the last, which resumed the third's
-run with a lower learning rate:
+weights of the one before (--init-from: a new optimizer and pool), except that the fourth resumed its own
+run with a lower learning rate. The first four had every cell update on every step,
+SYNC="p_update=1 min_steps=16 max_steps=32"; the last two have the reference's asynchronous updates (the
+shipped config's p_update 0.5 and T in [32, 64]):
     python scripts/train_pretrained.py mnist_nondoubling_small --threads 2 \
-        --set lr=1e-3 pool_fraction=0.5 pool_extra_steps=0 damage_fraction=0.5 \
+        --set $SYNC lr=1e-3 pool_fraction=0.5 pool_extra_steps=0 damage_fraction=0.5 \
         --run-dir runs/pretrained/mnist_nondoubling_small_phase1
     python scripts/train_pretrained.py mnist_nondoubling_small --threads 2 \
-        --set lr=1e-3 pool_fraction=0.75 damage_fraction=0.5 --run-dir runs/pretrained/mnist_nondoubling_small_phase2 \
+        --set $SYNC lr=1e-3 pool_fraction=0.75 damage_fraction=0.5 \
+        --run-dir runs/pretrained/mnist_nondoubling_small_phase2 \
         --init-from runs/pretrained/mnist_nondoubling_small_phase1/checkpoint.safetensors
     python scripts/train_pretrained.py mnist_nondoubling_small --threads 1 --minutes 22 \
-        --set lr=3e-4 pool_fraction=0.875 damage_fraction=0.5 --run-dir runs/exp/P1 \
+        --set $SYNC lr=3e-4 pool_fraction=0.875 damage_fraction=0.5 --run-dir runs/exp/P1 \
         --init-from runs/pretrained/mnist_nondoubling_small_phase2/checkpoint.safetensors
     python scripts/train_pretrained.py mnist_nondoubling_small --threads 1 --minutes 20 \
-        --set lr=3e-4 pool_fraction=0.875 damage_fraction=0.75 --run-dir runs/pretrained/mnist_nondoubling_small \
+        --set $SYNC lr=3e-4 pool_fraction=0.875 damage_fraction=0.75 \
+        --run-dir runs/pretrained/mnist_nondoubling_small_phase4 \
         --init-from runs/exp/P1/checkpoint.safetensors         # (P1 at update 1,272)
-    python scripts/train_pretrained.py mnist_nondoubling_small --threads 2    # resumes it with lr 1e-4
+    python scripts/train_pretrained.py mnist_nondoubling_small --threads 2 \
+        --set $SYNC \
+        --run-dir runs/pretrained/mnist_nondoubling_small_phase4    # resumes it with lr 1e-4
+    python scripts/train_pretrained.py mnist_nondoubling_small --threads 1 --minutes 75 \
+        --set lr=3e-4 --run-dir runs/exp/async/PU5 \
+        --init-from runs/pretrained/mnist_nondoubling_small_phase4/checkpoint.safetensors  # (PU5 at 1,600)
+    python scripts/train_pretrained.py mnist_nondoubling_small --threads 1 --minutes 100 \
+        --init-from scripts/resume/probe_async_pu5/weights.safetensors      # PU5's weights at update 1,600
+    python scripts/train_pretrained.py mnist_nondoubling_small --threads 2    # resumes the last phase
 
 Runs live in runs/pretrained/<name>/; `scripts/export_pretrained.py` turns a finished run into the
 shipped safetensors file and model card. Runs longer than a session: `--save-resume-point` copies the run's
@@ -48,13 +60,13 @@ SHIPPED = {
     "mnist_doubling_small": get_preset("mnist_doubling_cpu", name="mnist_doubling_small", z_dim=32,
                                        hidden=64, n_blocks=1, encoder_channels=16, lr=1e-3,
                                        n_updates=20_000),
-    # chapter 8's recipe (the CPU preset): |z| = 32 channels, width 64, T in [16, 32] on the 32x32 grid,
-    # every cell updating on every step, clip 1, a bound on the state and older pool states (not in the
-    # paper); trained in phases, see the module docstring. This is the last phase's config: the
-    # reference's lr of 1e-4, seven eighths of each batch from the pool, three quarters of those damaged.
+    # chapter 8's recipe: the CPU preset (|z| = 32 channels, width 64, clip 1, a bound on the state and
+    # older pool states, not in the paper) trained in phases, see the module docstring. This is the last
+    # phase's config: the reference's asynchronous updates (p_update 0.5, T in [32, 64]) and lr of 1e-4,
+    # seven eighths of each batch from the pool, three quarters of those damaged.
     "mnist_nondoubling_small": get_preset("mnist_nondoubling_cpu", name="mnist_nondoubling_small",
                                           n_updates=40_000, lr=1e-4, pool_fraction=0.875,
-                                          damage_fraction=0.75),
+                                          damage_fraction=0.75, p_update=0.5, min_steps=32, max_steps=64),
     "mnist_baseline_small": get_preset("mnist_baseline_cpu", name="mnist_baseline_small", z_dim=32,
                                        encoder_channels=16, lr=1e-3, n_updates=20_000),
     # 64x64 RGB, discretized logistic; narrower than noto_doubling_cpu (48 vs 64, 1 residual block vs 2)

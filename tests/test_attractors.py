@@ -87,6 +87,17 @@ def test_stability_counts_the_digits_held_against_their_own_t_max_figures():
     assert summary["digits_log_px_within_10_nats"] == [4, 2]      # -110 >= -110; -55 >= -60; -90.01 < -90
 
 
+def test_stability_refuses_a_horizon_shorter_than_t_max():
+    """Step counts below T_max cannot be run from the state at T_max: refused, not silently mislabelled."""
+    model, x = nondoubling(), images(2)
+    T = t_max(model)
+    with pytest.raises(ValueError, match=f"long >= {T}"):
+        stability(model, x, long=T - 1)
+    with pytest.raises(ValueError, match="multiples >= 1"):
+        stability(model, x, multiples=(0, 1), long=T)
+    assert stability(model, x, multiples=(1,), long=T).steps == [T]
+
+
 def test_recovery_counts_digits_back_within_the_tolerance():
     model, x = nondoubling(), images()
     r = recovery(model, x, "random_square", tolerance=10.0)

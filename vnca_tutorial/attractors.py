@@ -88,6 +88,9 @@ def stability(model, x: Tensor, multiples: tuple[int, ...] = (1, 2, 10), long: i
     """Decode each digit's posterior mean z and keep running: the figures at T_max times ``multiples``
     and at ``long`` steps."""
     T = t_max(model)
+    if long < T or min(multiples) < 1:
+        raise ValueError(f"stability starts at T_max = {T} steps: need long >= {T} (got {long}) and "
+                         f"multiples >= 1 (got {multiples})")
     steps = sorted({T * m for m in multiples} | {long})
     state = model.decode(model.q_z_given_x(x).mean)                 # (B, Z, H, W) at T_max
     done, max_abs, log_px = T, [], []
