@@ -143,6 +143,16 @@ def test_nan_and_inf_are_rejected(bad, cfg, data):
         assert "NaN" in msg or "inf" in msg
 
 
+def test_rgb_images_scaled_to_zero_one_are_refused_but_8_bit_ones_are_not():
+    """0/1 floats to a discretized-logistic model are images scaled to [0, 1], not 8-bit values (issue 17)."""
+    model = make(TINY_RGB)
+    scaled = binary(2).expand(-1, 3, -1, -1).float()                      # values 0. and 1.
+    for msg in messages(model, scaled):
+        assert "0 and 1" in msg and "255" in msg
+    for ok in (scaled.to(torch.uint8), scaled * 255, torch.zeros_like(scaled)):   # 8-bit, or one level
+        assert torch.isfinite(model.elbo(ok).elbo).all()
+
+
 @pytest.mark.parametrize("fill", [-1.0, 256.0, 0.5])
 def test_out_of_range_rgb_is_rejected(fill):
     model = make(TINY_RGB)

@@ -29,6 +29,10 @@ def check_images(x: Tensor, channels: int, size: int, likelihood: str) -> None:
     if likelihood == "dlogistic" and ((x < 0).any() or (x > 255).any() or (x != x.round()).any()):
         raise ValueError("the discretized logistic likelihood needs 8-bit images: integer values "
                          "in [0, 255] (uint8 or float)")
+    if likelihood == "dlogistic" and x.is_floating_point() and x.max() <= 1 and x.min() < x.max():
+        raise ValueError("these float images hold only the values 0 and 1: they look scaled to [0, 1], but "
+                         "the discretized logistic likelihood reads 8-bit values 0..255; multiply by 255 "
+                         "(then round), or pass them as uint8 if they really are 8-bit values")
 
 
 def check_latents(z: Tensor, z_dim: int) -> None:
