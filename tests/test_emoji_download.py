@@ -60,7 +60,7 @@ def _serve(monkeypatch, base: str) -> None:
     monkeypatch.setattr(ed, "FILE_URL", base + "/raw/{name}")
 
 
-def test_load_noto_emoji_downloads_verifies_and_caches(monkeypatch, noto):
+def test_load_noto_emoji_downloads_verifies_and_caches(monkeypatch, noto, recwarn):
     files, pngs, cache = noto
     with http_server(files) as base:
         _serve(monkeypatch, base)
@@ -74,6 +74,19 @@ def test_load_noto_emoji_downloads_verifies_and_caches(monkeypatch, noto):
         assert np.array_equal(z["images"][1], expected)
     # from now on the cache serves it: no server needed
     assert d.load_noto_emoji("train").images.equal(train.images)
+    # three test emoji are not the reference copy: resized, they do not hash to it, which is a warning
+    assert [str(w.message) for w in recwarn if "differ from the copy" in str(w.message)]
+
+
+def test_resized_emoji_that_hash_to_the_reference_copy_give_no_warning(monkeypatch, noto, recwarn):
+    files, pngs, cache = noto
+    expected = np.stack([np.asarray(Image.open(io.BytesIO(pngs[n])).convert("RGBA").resize((64, 64), Image.BILINEAR))
+                         for n in sorted(pngs)])
+    monkeypatch.setattr(ed, "IMAGES_SHA256", hashlib.sha256(expected.tobytes()).hexdigest())
+    with http_server(files) as base:
+        _serve(monkeypatch, base)
+        ed.download_noto_emoji()
+    assert not [w for w in recwarn if "differ from the copy" in str(w.message)]
 
 
 @pytest.mark.parametrize("tamper", ["file", "listing", "missing"])

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +31,10 @@ NOTO_PNG128_TREE = "f00c6f8480eea80c8fa3bec431ae5b40b2963352"  # git tree of png
 TREE_URL = "https://api.github.com/repos/googlefonts/noto-emoji/git/trees/{tree}"
 FILE_URL = "https://raw.githubusercontent.com/googlefonts/noto-emoji/{commit}/png/128/{name}"
 MAX_FILE_BYTES = 1 << 22       # a 128x128 PNG is a few KiB; a larger reply is not one
+# sha256 of the resized images (3320, 64, 64, 4) uint8 of the reference copy the book's figures were measured
+# on (made with Pillow 13.0.0). Another Pillow may round the resize differently: then a warning, not an error
+# (the source files themselves are verified by their git hashes).
+IMAGES_SHA256 = "dc19eb892d5e2e02a260de623b6da022e2eecff8cec4a6fbcd5dedea7d0b0bde"
 
 
 def git_blob_sha1(content: bytes) -> str:
@@ -100,6 +105,10 @@ def download_noto_emoji(cache_dir: str | os.PathLike | None = None, timeout: flo
     with ThreadPoolExecutor(workers) as pool:
         images = np.stack(list(pool.map(one, entries)))                        # (N, 64, 64, 4) uint8
     names = np.array([e["path"][len("emoji_u"):-len(".png")] for e in entries])
+    if hashlib.sha256(images.tobytes()).hexdigest() != IMAGES_SHA256:
+        warnings.warn("the downloaded Noto emoji are verified, but resized they differ from the copy the book's "
+                      "figures were measured on (another Pillow version?); numbers may differ slightly",
+                      data.FallbackDataWarning, stacklevel=2)
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: str) -> None:
