@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ def write_tiny_mnist(folder: Path, seed: int = 0) -> Path:
 
 
 @contextlib.contextmanager
-def http_server(files: dict[str, bytes]):
-    """A local HTTP server for download tests: yields its base URL; GET /<path> returns files[path], else 404."""
+def http_server(files: dict[str, bytes], trickle_s: float = 0.0):
+    """A local HTTP server for download tests: yields its base URL; GET /<path> returns files[path], else
+    404; with ``trickle_s``, 16 bytes at a time with that pause between them (a slow server)."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):                                   # noqa: N802 (the http.server name)
             body = files.get(self.path.lstrip("/"))
@@ -48,11 +50,19 @@ def http_server(files: dict[str, bytes]):
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            step = 16 if trickle_s else max(len(body), 1)
+            for i in range(0, len(body), step):
+                try:
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                except OSError:                             # the client gave up
+                    return
+                time.sleep(trickle_s)
 
         def log_message(self, *args):
             pass
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

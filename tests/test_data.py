@@ -6,6 +6,7 @@ never used (``_open_url`` is replaced). One test reads the real shared copy when
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import http_server
 from vnca_tutorial import data as d
 
 REAL_OPEN_URL = d._open_url      # the fixture `isolated` replaces it; the local-server tests put it back
@@ -465,57 +467,22 @@ def test_source_name_drops_the_folder_only():
 
 
 # --------------------------------------------------------------------------- a real local HTTP server
-class _Server:
-    """http://127.0.0.1:PORT/binarized_mnist_{split}.amat served from memory, optionally a few bytes at a
-    time with a pause between them (a slow server)."""
-
-    def __init__(self, payloads: dict[str, bytes], trickle_s: float = 0.0) -> None:
-        import http.server
-        import threading
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):                                  # noqa: N802 (the http.server name)
-                split = self.path.rsplit("_", 1)[1].split(".")[0]
-                body = payloads.get(split)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                step = 16 if trickle_s else len(body)
-                for i in range(0, len(body), step):
-                    try:
-                        self.wfile.write(body[i:i + step])
-                        self.wfile.flush()
-                    except OSError:                            # the client gave up
-                        return
-                    time.sleep(trickle_s)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/binarized_mnist_{{split}}.amat"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+@contextlib.contextmanager
+def _mnist_server(payloads: dict[str, bytes], trickle_s: float = 0.0):
+    """http://127.0.0.1:PORT/binarized_mnist_{split}.amat served from memory (helpers.http_server);
+    yields the URL template that MNIST_URL takes."""
+    with http_server({d.MNIST_AMAT[split]: body for split, body in payloads.items()}, trickle_s) as base:
+        yield base + "/binarized_mnist_{split}.amat"
 
 
 def test_download_from_a_local_http_server(monkeypatch, isolated, mnist_arrays):
     payload = {s: amat_text(mnist_arrays[s]) for s in d.MNIST_SPLITS}
     for s in d.MNIST_SPLITS:
         monkeypatch.setitem(d.MNIST_AMAT_SHA256, s, hashlib.sha256(payload[s]).hexdigest())
-    server = _Server(payload)
     monkeypatch.setattr(d, "_open_url", REAL_OPEN_URL)                  # the real urllib, to localhost
-    monkeypatch.setattr(d, "MNIST_URL", server.url)
-    try:
+    with _mnist_server(payload) as url:
+        monkeypatch.setattr(d, "MNIST_URL", url)
         got = d.load_binarized_mnist("test", pad=False)
-    finally:
-        server.close()
     assert len(got) == len(mnist_arrays["test"]) and got.comparable_with_paper
     assert sorted(p.name for p in isolated.iterdir()) == [d.MNIST_AMAT["test"]]   # no .part file
 
@@ -523,16 +490,13 @@ def test_download_from_a_local_http_server(monkeypatch, isolated, mnist_arrays):
 def test_a_slow_server_meets_the_deadline_and_leaves_no_partial_file(monkeypatch, isolated, mnist_arrays):
     payload = {"test": amat_text(mnist_arrays["test"])}
     monkeypatch.setitem(d.MNIST_AMAT_SHA256, "test", hashlib.sha256(payload["test"]).hexdigest())
-    server = _Server(payload, trickle_s=0.05)     # 16 bytes every 50 ms: each read is quick, the file slow
     monkeypatch.setattr(d, "_open_url", REAL_OPEN_URL)
-    monkeypatch.setattr(d, "MNIST_URL", server.url)
-    try:
+    with _mnist_server(payload, trickle_s=0.05) as url:  # 16 bytes every 50 ms: each read quick, the file slow
+        monkeypatch.setattr(d, "MNIST_URL", url)
         start = time.monotonic()
         with pytest.raises(TimeoutError, match="gave up after 0.5 s"):
             d.download_binarized_mnist(["test"], timeout=5, deadline=0.5)
         assert time.monotonic() - start < 5
-    finally:
-        server.close()
     assert list(isolated.iterdir()) == []
 
 
