@@ -48,3 +48,17 @@ def test_show_grid_draws_the_image_grid_and_labels_columns_and_rows():
     show_grid(ax, images, ncol=3)
     assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
     plt.close("all")
+
+
+def test_plot_learning_curves_draws_the_cards_that_record_one():
+    from vnca_tutorial.viz import plot_learning_curves
+    cards = {"a": {"training_curve": [[1000, 0.5, -150.0], [2000, 1.0, -140.0]], "paper": {"nats": -90.0}},
+             "b": {"training_curve": None}, "c": {}}
+    fig = plot_learning_curves(cards)
+    by_updates, by_hours = fig.axes
+    lines = [line for line in by_updates.lines if line.get_label() == "a"]
+    assert len(lines) == 1 and list(lines[0].get_xdata()) == [1000, 2000]
+    assert list(lines[0].get_ydata()) == [-150.0, -140.0]
+    assert [list(line.get_xdata()) for line in by_hours.lines if line.get_label() == "a"] == [[0.5, 1.0]]
+    assert any(line.get_label().startswith("paper") and line.get_ydata()[0] == -90.0 for line in by_updates.lines)
+    assert {line.get_label() for line in by_updates.lines} == {"a", "paper (-90.0 nats)"}   # b, c: no curve

@@ -113,3 +113,28 @@ def plot_scaling(result: dict):
                  fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_learning_curves(cards: dict[str, dict]):
+    """The validation ELBO that each model card records during training, against updates and against hours,
+    with the paper's test bound of the same family as a dashed line.
+
+    Explained in chapter 10 (book/10_scaling.md). ``cards`` maps a name to its card (`pretrained.card`);
+    cards without a ``training_curve`` ([update, hours, ELBO] rows) are left out. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    for i, (name, card) in enumerate(c for c in cards.items() if c[1].get("training_curve")):
+        curve = np.asarray(card["training_curve"], dtype=float)                  # (n, 3)
+        paper = (card.get("paper") or {}).get("nats")
+        for ax, column in zip(axes, (0, 1)):
+            ax.plot(curve[:, column], curve[:, 2], marker="o", ms=3, color=f"C{i}", label=name)
+            if paper is not None:
+                ax.axhline(paper, color=f"C{i}", ls="--", lw=1, label=f"paper ({paper} nats)")
+    for ax, label in zip(axes, ("training update", "hours of training (wall time)")):
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation ELBO (nats per digit)")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig
