@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     model, history = train(config, data.images, settings, val_images=test.images)
     train_seconds = time.time() - start
+    if not history:
+        sys.exit(f"train_on_gpu.py: error: no update finished within --minutes {a.minutes}; give it longer")
     weights = out / "weights.safetensors"     # float32 arithmetic from here on: the bound as a card has it
     save_checkpoint(weights, model, config.replace(bf16=False), history[-1]["step"],
                     weights_dtype=torch.float16 if a.half else None)
