@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 
 from vnca_tutorial.checkpoint import load_model, save_checkpoint
-from vnca_tutorial.cli import CLIError, parse_overrides
+from vnca_tutorial.cli import CLIError, apply_precision, parse_overrides
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_bound
-from vnca_tutorial.hardware import PRECISIONS, choose_bf16, cpu_description
+from vnca_tutorial.hardware import PRECISIONS, cpu_description
 from vnca_tutorial.train import METRICS, TrainSettings, train
 
 
@@ -72,10 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO)
     try:
         config = get_preset(a.preset).replace(**parse_overrides(a.set, type(get_preset(a.preset))))
+        config, why = apply_precision(config, a.precision, a.set, a.device)
     except (CLIError, ValueError) as e:
         sys.exit(f"train_on_gpu.py: error: {e}")
-    bf16, why = choose_bf16(a.precision, a.device)
-    config = config.replace(bf16=bf16)
     logging.info("%s on %s; precision: %s", config.name, device_name(a.device), why)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

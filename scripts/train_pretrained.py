@@ -48,10 +48,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vnca_tutorial.cli import CLIError, parse_overrides
+from vnca_tutorial.cli import CLIError, apply_precision, parse_overrides
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_dataset
-from vnca_tutorial.hardware import PRECISIONS, choose_bf16
+from vnca_tutorial.hardware import PRECISIONS
 from vnca_tutorial.checkpoint import atomic_write, read_metadata, tensors_sha256
 from vnca_tutorial.train import CHECKPOINT, METRICS, TrainSettings, train
 
@@ -124,10 +124,11 @@ def main() -> None:
     if a.set and a.run_dir is None:
         p.error("--set trains another model: give it its own --run-dir")
     logging.basicConfig(level=logging.INFO)
-    if not any(item.split("=", 1)[0].strip() == "bf16" for item in a.set):
-        bf16, why = choose_bf16(a.precision)
-        config = config.replace(bf16=bf16)
-        logging.info("precision: %s", why)
+    try:
+        config, why = apply_precision(config, a.precision, a.set)
+    except CLIError as e:
+        p.error(str(e))
+    logging.info("precision: %s", why)
     if a.threads:
         torch.set_num_threads(a.threads)
     run_dir = Path(a.run_dir or f"runs/pretrained/{a.name}")

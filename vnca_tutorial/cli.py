@@ -363,7 +363,7 @@ def _write_animation(frames: list, out: Path, fps: float) -> Path:
 def cmd_train(args) -> int:
     from .train import CHECKPOINT, TrainSettings, train
     device = _device(args.device)
-    config, precision = _precision(_config(args.preset, args.set), args.precision, args.set, device)
+    config, precision = apply_precision(_config(args.preset, args.set), args.precision, args.set, device)
     from .memory import training_bytes
     _check_memory(training_bytes(config), f"training {config.name!r}",
                   "choose a smaller batch_size, z_dim, hidden or number of steps with --set, or "
@@ -402,8 +402,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _precision(config, precision: str, overrides: list[str], device: str):
-    """(config with bf16 set by --precision, why): auto takes the machine's fast path; --set bf16 wins."""
+def apply_precision(config, precision: str, overrides: list[str], device: str = "cpu"):
+    """(config with bf16 set by --precision, why): auto takes the machine's fast path; --set bf16 wins.
+    Also used by scripts/train_pretrained.py and scripts/train_on_gpu.py; CLIError if both choose."""
     if any(item.split("=", 1)[0].strip() == "bf16" for item in overrides):
         if precision != "auto":
             raise CLIError(f"--precision {precision} and --set bf16=... both choose the precision: give one")
