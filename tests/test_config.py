@@ -175,6 +175,8 @@ def test_paper_celeba_nondoubling():
                                          ("state_bound", -1.0), ("state_bound", float("nan")),
                                          ("stationarity", -0.1), ("stationarity", float("nan")),
                                          ("stationarity", float("inf")),
+                                         ("regrow_fraction", -0.1), ("regrow_fraction", 1.5),
+                                         ("regrow_fraction", float("nan")),
                                          ("pool_size", 3)])
 def test_nondoubling_refuses_bad_pool_and_update_settings(field, value):
     with pytest.raises(ValueError, match=field):

@@ -10,7 +10,8 @@ from torch.distributions import kl_divergence
 
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.model import VNCA
-from vnca_tutorial.pool import StatePool, pool_loss, state_overflow, step_change
+from vnca_tutorial.damage import random_square_masks
+from vnca_tutorial.pool import StatePool, pool_loss, regrowth, state_overflow, step_change
 
 B, P, Z, S = 8, 10, 4, 16
 
@@ -266,3 +267,41 @@ def test_the_step_change_is_measured_only_when_its_penalty_is_on(weight):
     _, stats = pool_loss(model, images(), pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
     assert (stats["step_change"] > 0) == (weight > 0)
     assert weight > 0 or stats["step_change"] == 0.0
+
+
+def test_regrowth_scores_what_grows_back_from_a_zeroed_square_with_gradient_before_the_damage():
+    model, x = tiny_model(), images(3)
+    grown = torch.randn(3, Z, S, S, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    scores = regrowth(model, grown, x, steps=2, generator=torch.Generator().manual_seed(5))   # (3,)
+    mask = random_square_masks(3, S, S, torch.Generator().manual_seed(5))                    # (3, S, S)
+    with torch.no_grad():
+        expected = model.likelihood(model.decoder.run(grown * ~mask[:, None], 2)).log_prob(x)
+    assert torch.allclose(scores, expected)
+    scores.sum().backward()
+    reach = grown.grad.abs().sum(1)                                                           # (3, S, S)
+    assert (reach[mask] == 0).all()            # a zeroed cell keeps nothing of its grown state
+    assert (reach[~mask] > 0).float().mean() > 0.9
+
+
+def test_the_regrowth_term_enters_the_loss_and_reaches_the_encoder():
+    x, losses, grads = images(), {}, {}
+    for share in (0.0, 0.5):
+        model, pool = tiny_model(regrow_fraction=share), full_pool()
+        rec = Recorder(model)
+        torch.manual_seed(7)
+        losses[share], stats = pool_loss(model, x, pool, beta=1.0, steps=2,
+                                         generator=torch.Generator().manual_seed(0))
+        losses[share].backward()
+        grads[share] = model.encoder.linear.weight.grad.clone()
+    assert len(rec.inputs) == 2                          # the batch's T steps, then the regrowth's
+    damaged, regrown = rec.inputs[1], rec.finals[1]
+    assert damaged.shape[0] == 4                         # half of 8 rows: the 4 fresh ones
+    zeroed = (damaged == 0).all(1)                       # (4, S, S): the cells the damage wiped
+    assert (zeroed.sum((1, 2)) == (S // 2) ** 2).all()
+    assert torch.equal(damaged[~zeroed[:, None].expand_as(damaged)],
+                       rec.finals[0][:4].detach()[~zeroed[:, None].expand_as(damaged)])
+    with torch.no_grad():
+        expected = model.likelihood(regrown).log_prob(x[:4])                 # (4,)
+    assert (losses[0.5] - losses[0.0]).item() == pytest.approx(-expected.sum().item() / B, rel=1e-4)
+    assert stats["regrowth"] == pytest.approx(expected.mean().item(), rel=1e-4)
+    assert not torch.allclose(grads[0.5], grads[0.0])    # through z, the seed and the first T steps

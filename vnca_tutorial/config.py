@@ -123,13 +123,16 @@ class NonDoublingConfig(BaseConfig):
     stationarity: float = 0.0        # > 0: pool training penalises the change one more step would make
                                      # to a pool state, so that attractors become fixed points (not in the
                                      # paper; chapter 8)
+    regrow_fraction: float = 0.0     # > 0: this share of each batch is damaged again after its T steps,
+                                     # inside the graph, and run T more steps; the regrown state's
+                                     # log p(x|state) joins the loss (not in the paper; chapter 8)
     checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _check_common(self)
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
-        for f in ("pool_fraction", "damage_fraction"):
+        for f in ("pool_fraction", "damage_fraction", "regrow_fraction"):
             if not 0.0 <= getattr(self, f) <= 1.0:
                 raise ValueError(f"{f} must lie in [0, 1], got {getattr(self, f)}")
         if self.pool_size < self.batch_size:

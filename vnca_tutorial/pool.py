@@ -2,9 +2,10 @@
 
 A pool keeps P final cell states with the image each was decoded for. Each training batch takes a share
 of its examples from the pool (half of those damaged by zeroing a random H/2 x W/2 square) and the rest
-fresh from q(z|x); all run T ~ U[min, max] NCA steps; the final states go back into the pool. (Three
+fresh from q(z|x); all run T ~ U[min, max] NCA steps; the final states go back into the pool. (Four
 additions, off by default: `state_overflow` penalises states that leave a box, `age` runs pool states
-further before the loss sees them, and `step_change` penalises pool states that are not fixed points.) Gradients
+further before the loss sees them, `step_change` penalises pool states that are not fixed points, and
+`regrowth` damages final states inside the graph and scores what grows back.) Gradients
 stop at pool states. This teaches the NCA stable attractors that regrow after damage.
 Explained in chapter 8 (book/08_pool_damage.md).
 """
@@ -103,6 +104,16 @@ def step_change(model, states: Tensor) -> Tensor:  # (B, Z, H, W) -> (B,)
     return (model.decoder.nca.step(states) - states).flatten(1).norm(dim=1)
 
 
+def regrowth(model, grown: Tensor, x: Tensor, steps: int,
+             generator: torch.Generator | None = None) -> Tensor:  # (n, Z, H, W), (n, C, H, W) -> (n,)
+    """log p(x|state) after a random square of each grown state is zeroed and ``steps`` more steps run.
+
+    Not in the paper: inside the graph, so the gradient reaches the steps before the damage and rewards
+    cells that keep what the digit needs where the damage does not reach (chapter 8)."""
+    regrown = model.decoder.run(damage_random_square(grown, generator), steps)
+    return model.likelihood(regrown).log_prob(x)
+
+
 def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
     """Minus the beta-ELBO of one pool-training batch (appendix A.3); x (B, C, H, W) are fresh images.
@@ -133,10 +144,15 @@ def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
     loss = loss + overflow.sum() / b
     change = step_change(model, final[b - n_pool:]) if n_pool and c.stationarity > 0 else final.new_zeros(0)
     loss = loss + c.stationarity * change.sum() / b                  # (n_pool,): pool rows only
+    n_regrow = int(round(b * c.regrow_fraction))                     # the first rows: fresh ones first
+    regrown = (regrowth(model, final[:n_regrow], targets[:n_regrow], steps, generator) if n_regrow
+               else final.new_zeros(0))                              # (n_regrow,)
+    loss = loss - regrown.sum() / b
     fresh_slots = pool.slots_for_fresh(b - n_pool, generator, exclude=idx if n_pool else None)
     slots = torch.cat([fresh_slots, idx]) if n_pool else fresh_slots
     pool.put(slots, final, targets)
     stats = {"reconstruction": reconstruction.mean().item(), "kl": kl.mean().item(),
              "from_pool": n_pool, "overflow": overflow.mean().item(),
-             "step_change": change.mean().item() if len(change) else 0.0}
+             "step_change": change.mean().item() if len(change) else 0.0,
+             "regrowth": regrown.mean().item() if len(regrown) else 0.0}
     return loss, stats
