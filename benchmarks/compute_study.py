@@ -25,6 +25,7 @@ import torch
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_binarized_mnist
 from vnca_tutorial.hardware import PRECISIONS, choose_bf16, cpu_description
+from vnca_tutorial.memory import n_parameters
 from vnca_tutorial.train import METRICS, TrainSettings, train
 
 RUNS = Path("runs/compute_study")
@@ -75,7 +76,11 @@ def report(runs: Path = RUNS) -> list[dict]:
         update, hours, elbo = points[-1]
         mid = min(points, key=lambda p: abs(p[1] - hours / 2))                 # the point half-way in time
         rate = (elbo - mid[2]) / (hours - mid[1]) if hours > mid[1] else float("nan")
-        rows.append({"candidate": name, "updates": update, "hours": round(hours, 3), "val_elbo": round(elbo, 2),
+        preset, changes = CANDIDATES[name]
+        rows.append({"candidate": name, "preset": preset,
+                     "changes": {k: v for k, v in changes.items() if k not in LONG},
+                     "parameters": n_parameters(candidate_config(name, "float32")[0]),
+                     "updates": update, "hours": round(hours, 3), "val_elbo": round(elbo, 2),
                      "nats_per_hour_last_half": round(rate, 2), "curve": points})
     print(f"{cpu_description()}; validation: {VALIDATION_IMAGES} random valid digits (seed 0), ELBO in nats")
     print(f"{'candidate':10} {'updates':>8} {'hours':>6} {'val ELBO':>9} {'nats/h, last half':>18}")

@@ -29,6 +29,8 @@ def test_the_report_gives_the_gain_per_hour_over_the_last_half(tmp_path, capsys)
     r = rows[0]
     assert (r["updates"], r["hours"], r["val_elbo"]) == (400, 2.0, -100.0)
     assert r["nats_per_hour_last_half"] == pytest.approx(20.0)  # from (1 h, -120) to (2 h, -100)
+    assert (r["preset"], r["changes"]) == ("mnist_doubling_cpu", {})   # the shipped recipe, unchanged
+    assert r["parameters"] == 1_183_392                         # as the shipped mnist_doubling_small's card
     assert "small" in capsys.readouterr().out
 
 

@@ -58,6 +58,17 @@ def slot_of(row: torch.Tensor) -> int:
     """The pool slot a (possibly damaged) pool row came from: its largest value minus one."""
     return int(row.max().round().item()) - 1
 
+def pool_loss_with(**setting):
+    """One pool_loss batch of the tiny model with ``setting`` changed, from fixed seeds:
+    (model, recorder of its decoder runs, loss, stats)."""
+    model, pool = tiny_model(**setting), full_pool()
+    rec = Recorder(model)
+    torch.manual_seed(7)
+    loss, stats = pool_loss(model, images(), pool, beta=1.0, steps=2,
+                            generator=torch.Generator().manual_seed(0))
+    return model, rec, loss, stats
+
+
 
 def test_the_pool_share_of_the_batch_and_which_rows_are_damaged():
     model, pool = tiny_model(pool_fraction=0.5, damage_fraction=0.5), full_pool()
@@ -149,14 +160,9 @@ def test_state_overflow_is_the_l1_distance_to_the_box():
 
 
 def test_the_overflow_penalty_enters_the_loss():
-    x = images()
     losses = {}
     for bound in (0.0, 0.5):
-        model, pool = tiny_model(state_bound=bound), full_pool()
-        rec = Recorder(model)
-        torch.manual_seed(7)
-        losses[bound], stats = pool_loss(model, x, pool, beta=1.0, steps=2,
-                                         generator=torch.Generator().manual_seed(0))
+        model, rec, losses[bound], stats = pool_loss_with(state_bound=bound)
     expected = state_overflow(rec.finals[0], 0.5).sum().item() / B
     assert expected > 0
     assert (losses[0.5] - losses[0.0]).item() == pytest.approx(expected, rel=1e-4)
@@ -200,14 +206,9 @@ def test_step_change_is_the_norm_of_one_more_step():
 
 @pytest.mark.parametrize("fraction", [0.25, 0.75])
 def test_the_stationarity_penalty_counts_the_pool_rows_only(fraction):
-    x = images()
     losses = {}
     for weight in (0.0, 0.5):
-        model, pool = tiny_model(stationarity=weight, pool_fraction=fraction), full_pool()
-        rec = Recorder(model)
-        torch.manual_seed(7)
-        losses[weight], stats = pool_loss(model, x, pool, beta=1.0, steps=2,
-                                          generator=torch.Generator().manual_seed(0))
+        model, rec, losses[weight], stats = pool_loss_with(stationarity=weight, pool_fraction=fraction)
     n_pool = int(round(B * fraction))
     with torch.no_grad():
         change = step_change(model, rec.finals[0][B - n_pool:])          # (n_pool,)
@@ -286,11 +287,7 @@ def test_regrowth_scores_what_grows_back_from_a_zeroed_square_with_gradient_befo
 def test_the_regrowth_term_enters_the_loss_and_reaches_the_encoder():
     x, losses, grads = images(), {}, {}
     for share in (0.0, 0.5):
-        model, pool = tiny_model(regrow_fraction=share), full_pool()
-        rec = Recorder(model)
-        torch.manual_seed(7)
-        losses[share], stats = pool_loss(model, x, pool, beta=1.0, steps=2,
-                                         generator=torch.Generator().manual_seed(0))
+        model, rec, losses[share], stats = pool_loss_with(regrow_fraction=share)
         losses[share].backward()
         grads[share] = model.encoder.linear.weight.grad.clone()
     assert len(rec.inputs) == 2                          # the batch's T steps, then the regrowth's

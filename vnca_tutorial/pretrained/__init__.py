@@ -18,6 +18,7 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, atomic_write, load_model
 
 HERE = Path(__file__).parent
+STUDY = "compute_study.json"        # not a model: it has no weights file, so names() leaves it out
 log = logging.getLogger("vnca_tutorial.pretrained")
 
 
@@ -36,6 +37,14 @@ def card(name: str) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"model card {path} is not valid JSON: {e}") from None
+
+
+def compute_study() -> dict | None:
+    """The compute study of chapter 10 (benchmarks/compute_study.py --report --json), or None if none ships:
+    {"cpu": ..., "rows": [{"candidate", "preset", "changes", "parameters", "updates", "hours", "val_elbo",
+    "nats_per_hour_last_half", "curve": [[update, hours, validation ELBO], ...]}, ...]}."""
+    path = HERE / STUDY
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def save_card(name: str, model_card: dict) -> Path:
