@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit("a candidate's run failed: see its output above")
     rows = report(a.runs)
     if a.json:
-        a.json.write_text(json.dumps({"cpu": cpu_description(), "rows": rows}, indent=1))
+        a.json.write_text(json.dumps({"cpu": cpu_description(), "validation_images": VALIDATION_IMAGES,
+                                      "command": "python benchmarks/compute_study.py " + " ".join(
+                                          argv if argv is not None else sys.argv[1:]),
+                                      "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
