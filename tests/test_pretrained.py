@@ -180,3 +180,14 @@ def test_a_card_names_no_folder_of_the_machine_that_wrote_it(name):
     text = json.dumps(pretrained.card(name))
     found = re.findall(r"(?:/(?:work|home|root|tmp|Users|mnt)/|[A-Z]:\\\\)[^\s\"']*", text)
     assert not found, f"{name}'s card names folders of the machine that wrote it: {found[:3]}"
+
+
+def test_the_shipped_compute_study_is_consistent_and_not_a_model(tmp_path, monkeypatch):
+    study = pretrained.compute_study()
+    assert pretrained.STUDY.removesuffix(".json") not in pretrained.names()        # no weights: not a model
+    for row in study["rows"]:
+        update, hours, elbo = row["curve"][-1]                    # the table is the curve's last point
+        assert (row["updates"], row["hours"], row["val_elbo"]) == (update, round(hours, 3), round(elbo, 2))
+        assert [p[0] for p in row["curve"]] == sorted(p[0] for p in row["curve"])
+    monkeypatch.setattr(pretrained, "HERE", tmp_path)
+    assert pretrained.compute_study() is None                     # an installation without the study
