@@ -113,8 +113,6 @@ def main(argv: list[str] | None = None) -> None:
     rows = report(a.runs)
     if a.json:
         a.json.write_text(json.dumps({"cpu": cpu_description(), "validation_images": VALIDATION_IMAGES,
-                                      "command": "python benchmarks/compute_study.py " + " ".join(
-                                          argv if argv is not None else sys.argv[1:]),
                                       "rows": rows}, indent=1))
 
 
