@@ -24,6 +24,7 @@ are not spent on its bugs.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import shutil
@@ -34,17 +35,25 @@ from pathlib import Path
 
 import torch
 
-from vnca_tutorial.checkpoint import load_model, save_checkpoint
+from vnca_tutorial.checkpoint import load_model, read_metadata, save_checkpoint
 from vnca_tutorial.cli import CLIError, apply_precision, parse_overrides
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_bound
 from vnca_tutorial.hardware import PRECISIONS, cpu_description
-from vnca_tutorial.train import METRICS, TrainSettings, train
+from vnca_tutorial.train import CHECKPOINT, METRICS, TrainingDiverged, TrainSettings, train
 
 
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_description()
+
+
+def last_rows(run_dir: Path) -> list[dict]:
+    """The training curve up to the checkpoint's update (a diverged run's later rows are dropped)."""
+    saved = int(read_metadata(run_dir / CHECKPOINT)["step"])
+    with open(run_dir / METRICS, newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    return [{**r, "step": int(r["step"])} for r in rows if r["step"] <= saved]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,8 +93,19 @@ def main(argv: list[str] | None = None) -> dict:
     test = load_dataset(config.dataset, "test", data_dir=a.data_dir)
     settings = TrainSettings(run_dir=str(run_dir), device=a.device, max_minutes=a.minutes, progress=False,
                              checkpoint_every=500, eval_every=500, eval_images=min(512, len(test)))
+    if a.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True     # the grid's shapes repeat: let cuDNN pick its fastest conv
     start = time.time()
-    model, history = train(config, data.images, settings, val_images=test.images)
+    diverged = None
+    try:
+        model, history = train(config, data.images, settings, val_images=test.images)
+    except TrainingDiverged as e:             # the GPU minutes are spent: keep the last good checkpoint
+        if not (run_dir / CHECKPOINT).exists():
+            sys.exit(f"train_on_gpu.py: error: {e}")
+        diverged = str(e).split(";")[0]
+        logging.warning("%s; writing the last good checkpoint instead", diverged)
+        model = load_model(run_dir / CHECKPOINT, map_location=a.device)
+        history = last_rows(run_dir)
     train_seconds = time.time() - start
     if not history:
         sys.exit(f"train_on_gpu.py: error: no update finished within --minutes {a.minutes}; give it longer")
@@ -100,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
                "precision": why, "updates": history[-1]["step"], "train_seconds": round(train_seconds, 1),
                "updates_per_second": round(history[-1]["step"] / train_seconds, 3),
                "bound": {**bound.as_dict(), "images": f"{len(images)} random test images (seed 0)"},
-               "weights_dtype": "float16" if a.half else "float32",
+               "weights_dtype": "float16" if a.half else "float32", "diverged": diverged,
+               "tf32_convolutions": bool(a.device.startswith("cuda") and torch.backends.cudnn.allow_tf32),
                "evaluate_on_cpu": f"vnca eval --checkpoint {weights.name} --k {a.k}"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(run_dir)                    # its checkpoint holds Adam's moments too: 3x the weights

@@ -49,3 +49,32 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, argv, needl
         train_on_gpu.main([*argv, "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_diverges_still_writes_its_last_good_checkpoint(tmp_path, monkeypatch):
+    """GPU minutes are not lost to a NaN late in the run: the last checkpoint is written and bounded."""
+    real_train = train_on_gpu.train
+
+    def train_then_diverge(*args, **kwargs):
+        real_train(*args, **kwargs)                  # writes its checkpoint when its minutes are up
+        raise train_on_gpu.TrainingDiverged("the loss became nan at update 99; stopped without saving")
+
+    monkeypatch.setattr(train_on_gpu, "train", train_then_diverge)
+    data = write_tiny_mnist(tmp_path / "data").parent
+    summary = train_on_gpu.main([*TINY_DOUBLING, "--device", "cpu", "--minutes", "0.02", "--data-dir",
+                                 str(data), "--out", str(tmp_path / "out"), "--eval-images", "3", "--k", "2"])
+    assert summary["diverged"] == "the loss became nan at update 99"
+    assert summary["updates"] >= 1 and load_model(tmp_path / "out" / "weights.safetensors").config.z_dim == 8
+    lines = (tmp_path / "out" / "metrics.csv").read_text().splitlines()
+    assert len(lines) == summary["updates"] + 1
+
+
+def test_a_run_that_diverges_before_any_checkpoint_says_so(tmp_path, monkeypatch):
+    def diverge(*args, **kwargs):
+        raise train_on_gpu.TrainingDiverged("the loss became nan at update 1; stopped without saving")
+
+    monkeypatch.setattr(train_on_gpu, "train", diverge)
+    data = write_tiny_mnist(tmp_path / "data").parent
+    with pytest.raises(SystemExit, match="the loss became nan at update 1"):
+        train_on_gpu.main([*TINY_DOUBLING, "--device", "cpu", "--minutes", "0.02", "--data-dir", str(data),
+                           "--out", str(tmp_path / "out")])
