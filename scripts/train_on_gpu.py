@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--eval-images", type=int, default=1000, help="random test images bounded at the end")
     p.add_argument("--k", type=int, default=128)
+    p.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a fresh optimizer)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (halves the file)")
     a = p.parse_args(argv)
     if not 0 < a.minutes < 600 or a.eval_images < 1 or a.k < 1:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_dataset(config.dataset, "trainval" if mnist else "train", data_dir=a.data_dir)
     test = load_dataset(config.dataset, "test", data_dir=a.data_dir)
     settings = TrainSettings(run_dir=str(run_dir), device=a.device, max_minutes=a.minutes, progress=False,
-                             checkpoint_every=500, eval_every=500, eval_images=min(512, len(test)))
+                             checkpoint_every=500, eval_every=500, init_from=a.init_from, eval_images=min(512, len(test)))
     if a.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True     # the grid's shapes repeat: let cuDNN pick its fastest conv
     start = time.time()
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     shipped = load_model(weights, map_location=a.device).eval()      # bound exactly what was written
     images = subset(test, min(a.eval_images, len(test)), seed=0).images
     bound = evaluate_bound(shipped, images, k=a.k, batch_size=32)
-    summary = {"preset": config.name, "config_changes": a.set, "device": device_name(a.device),
+    summary = {"preset": config.name, "config_changes": a.set, "init_from": a.init_from,
+               "device": device_name(a.device),
                "precision": why, "updates": history[-1]["step"], "train_seconds": round(train_seconds, 1),
                "updates_per_second": round(history[-1]["step"] / train_seconds, 3),
                "bound": {**bound.as_dict(), "images": f"{len(images)} random test images (seed 0)"},

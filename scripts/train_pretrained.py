@@ -33,6 +33,16 @@ shipped config's p_update 0.5 and T in [32, 64]):
         --init-from scripts/resume/probe_async_pu5/weights.safetensors      # PU5's weights at update 1,600
     python scripts/train_pretrained.py mnist_nondoubling_small --threads 2    # resumes the last phase
 
+The wide doubling model (issue 19) continues chapter 10's compute-study run (1,327 updates on the
+training digits) on train + valid, resumably:
+    python benchmarks/compute_study.py --minutes 58 --candidates wide        # phase 1 (58 min, then 18 more)
+    python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110 \
+        --init-from runs/compute_study/wide/checkpoint.safetensors          # phase 2, first session
+    python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110   # resumes it
+
+The baseline is trained for as many updates as the doubling model it is compared with (2,121):
+    python scripts/train_pretrained.py mnist_baseline_small --threads 1 --updates 2121 --eval-every 250
+
 Runs live in runs/pretrained/<name>/; `scripts/export_pretrained.py` turns a finished run into the
 shipped safetensors file and model card. Runs longer than a session: `--save-resume-point` copies the run's
 checkpoint without its pool (which is large and refills in a few hundred updates) and its metrics into
@@ -64,6 +74,11 @@ SHIPPED = {
     # older pool states, not in the paper) trained in phases, see the module docstring. This is the last
     # phase's config: the reference's asynchronous updates (p_update 0.5, T in [32, 64]) and lr of 1e-4,
     # seven eighths of each batch from the pool, three quarters of those damaged.
+    # issue 19's long run: the candidate that gained fastest per CPU-hour in chapter 10's compute study
+    # (|z| = 64, width 128, two residual blocks). Phase 1 is the study's run (train digits only); phase 2
+    # starts from its weights on train + valid (see the module docstring).
+    "mnist_doubling_wide": get_preset("mnist_doubling_cpu", name="mnist_doubling_wide", z_dim=64, hidden=128,
+                                      n_blocks=2, encoder_channels=16, lr=1e-3, n_updates=40_000),
     "mnist_nondoubling_small": get_preset("mnist_nondoubling_cpu", name="mnist_nondoubling_small",
                                           n_updates=40_000, lr=1e-4, pool_fraction=0.875,
                                           damage_fraction=0.75, p_update=0.5, min_steps=32, max_steps=64),
@@ -107,6 +122,9 @@ def main() -> None:
     p.add_argument("name", choices=sorted(SHIPPED))
     p.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--updates", type=int, default=None,
+                   help="stop at this update (default: the config's n_updates); e.g. to match another model")
+    p.add_argument("--eval-every", type=int, default=1000, help="updates between validation ELBOs (the curve)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
                    help="change config fields for an ablation (use another --run-dir); e.g. --set state_bound=0")
     p.add_argument("--run-dir", default=None, help="default: runs/pretrained/NAME")
@@ -117,6 +135,8 @@ def main() -> None:
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from these weights (a new optimizer and pool): a second training phase")
     a = p.parse_args()
+    if (a.updates is not None and a.updates < 1) or a.eval_every < 1:
+        p.error(f"--updates and --eval-every must be >= 1, got {a.updates} and {a.eval_every}")
     try:
         config = SHIPPED[a.name].replace(**parse_overrides(a.set, type(SHIPPED[a.name])))
     except (CLIError, ValueError) as e:
@@ -141,9 +161,9 @@ def main() -> None:
     mnist = dataset == "binarized_mnist"
     data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper
     val = load_dataset(dataset, "test")
-    settings = TrainSettings(run_dir=str(run_dir), checkpoint_every=50, eval_every=1000,
-                             eval_images=512 if mnist else 64, resume=True, progress=False,
-                             max_minutes=a.minutes, init_from=a.init_from)
+    settings = TrainSettings(run_dir=str(run_dir), checkpoint_every=50, eval_every=a.eval_every,
+                             n_updates=a.updates, eval_images=512 if mnist else 64, resume=True,
+                             progress=False, max_minutes=a.minutes, init_from=a.init_from)
     train(config, data.images, settings, val_images=val.images)
 
 

@@ -37,6 +37,7 @@ def test_it_trains_for_its_minutes_and_writes_weights_a_cpu_can_evaluate(tmp_pat
     again = evaluate_bound(model, subset(test, 5, seed=0).images, k=3, batch_size=32)
     assert summary["bound"]["nats"] == pytest.approx(again.nats, abs=1e-4)
     assert summary["bound"]["n_images"] == 5 and summary["weights_dtype"] == "float16"
+    assert summary["init_from"] is None and summary["diverged"] is None
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -78,3 +79,15 @@ def test_a_run_that_diverges_before_any_checkpoint_says_so(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="the loss became nan at update 1"):
         train_on_gpu.main([*TINY_DOUBLING, "--device", "cpu", "--minutes", "0.02", "--data-dir", str(data),
                            "--out", str(tmp_path / "out")])
+
+
+def test_a_second_run_starts_from_the_first_runs_weights(tmp_path, caplog):
+    data = write_tiny_mnist(tmp_path / "data").parent
+    common = [*TINY_POOL, "--device", "cpu", "--minutes", "0.01", "--data-dir", str(data), "--eval-images", "2",
+              "--k", "2"]
+    train_on_gpu.main([*common, "--out", str(tmp_path / "first"), "--half"])
+    first = tmp_path / "first" / "weights.safetensors"
+    with caplog.at_level("INFO"):
+        summary = train_on_gpu.main([*common, "--out", str(tmp_path / "second"), "--init-from", str(first)])
+    assert summary["init_from"] == str(first) and summary["updates"] >= 1
+    assert f"starting from the weights of {first}" in caplog.text

@@ -86,3 +86,32 @@ def test_a_phase_that_went_on_after_the_next_one_started_is_cut_at_that_update(t
     assert cut["run"] == f"{run}:3" and cut["config"] == whole["config"]
     with pytest.raises(SystemExit, match="1..5"):
         export_pretrained.read_phase(f"{run}:9")
+
+
+@pytest.mark.parametrize("flags", [["--updates", "0"], ["--updates", "-5"], ["--eval-every", "0"]])
+def test_bad_update_counts_are_refused_before_any_work(monkeypatch, capsys, flags):
+    monkeypatch.setattr(train_pretrained, "train", lambda *a, **k: pytest.fail("it trained"))
+    monkeypatch.setattr(sys, "argv", ["train_pretrained.py", "mnist_baseline_small", *flags])
+    with pytest.raises(SystemExit) as e:
+        train_pretrained.main()
+    assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_updates_and_eval_every_reach_the_training_settings(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(train_pretrained, "load_dataset", lambda *a, **k: type("D", (), {"images": None})())
+    monkeypatch.setattr(train_pretrained, "train", lambda config, images, settings, **k: started.append(settings))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train_pretrained.py", "mnist_baseline_small", "--updates", "2121",
+                                      "--eval-every", "250"])
+    train_pretrained.main()
+    assert started[0].n_updates == 2121 and started[0].eval_every == 250
+
+
+def test_the_wide_model_is_the_compute_studys_wide_candidate():
+    """Chapter 10's study chose it; the long run must train the same architecture and optimiser."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import compute_study
+    study, _ = compute_study.candidate_config("wide", precision="float32")
+    shipped = train_pretrained.SHIPPED["mnist_doubling_wide"]
+    assert shipped.replace(name=study.name, n_updates=study.n_updates, bf16=study.bf16) == study
