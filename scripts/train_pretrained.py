@@ -40,6 +40,12 @@ training digits) on train + valid, resumably:
         --init-from runs/compute_study/wide/checkpoint.safetensors          # phase 2, first session
     python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110   # resumes it
 
+The emoji model (issue 19: 4.02 bits/dim shipped, target 3.7) continues from the shipped weights (phase 1:
+1,998 updates, trained before runs kept their curves), resumably:
+    python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 95 --eval-every 250 \
+        --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors      # phase 2, first session
+    python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 95 --eval-every 250
+
 The baseline is trained for as many updates as the doubling model it is compared with (2,121):
     python scripts/train_pretrained.py mnist_baseline_small --threads 1 --updates 2121 --eval-every 250
 
