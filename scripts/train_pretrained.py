@@ -42,9 +42,14 @@ training digits) on train + valid, resumably:
 
 The emoji model (issue 19: 4.02 bits/dim shipped, target 3.7) continues from the shipped weights (phase 1:
 1,998 updates, trained before runs kept their curves), resumably:
+    python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 85 --eval-every 250 \
+        --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors      # phase 2 (session 12)
+    python scripts/train_pretrained.py noto_doubling_small --save-resume-point --weights-only
+Its point keeps weights and curve only (scripts/resume/noto_doubling_small_weights: the repository has
+room for one full resume point, the wide model's), so the next phase starts from it with a new optimizer:
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 95 --eval-every 250 \
-        --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors      # phase 2, first session
-    python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 95 --eval-every 250
+        --run-dir runs/pretrained/noto_doubling_small_phase3 \
+        --init-from scripts/resume/noto_doubling_small_weights/checkpoint.safetensors
 
 The baseline is trained for as many updates as the doubling model it is compared with (2,121):
     python scripts/train_pretrained.py mnist_baseline_small --threads 1 --updates 2121 --eval-every 250
@@ -101,11 +106,18 @@ SHIPPED = {
 RESUME = Path(__file__).resolve().parent / "resume"
 
 
-def save_resume_point(run_dir: Path, folder: Path) -> None:
-    """The run's checkpoint without the pool, and its metrics, into ``folder`` (small enough to commit)."""
+def save_resume_point(run_dir: Path, folder: Path, weights_only: bool = False) -> None:
+    """The run's checkpoint without the pool, and its metrics, into ``folder`` (small enough to commit).
+
+    ``weights_only`` also drops the optimizer and random states (a third of the size): such a point is not
+    resumed but started from (--init-from, a new phase), and export_pretrained.py reads it as an earlier
+    phase (--earlier-phase)."""
     checkpoint = run_dir / CHECKPOINT
     meta = read_metadata(checkpoint)
-    tensors = {k: v for k, v in load_file(str(checkpoint)).items() if not k.startswith("pool.")}
+    dropped = ("pool.", "optim.", "rng.") if weights_only else ("pool.",)
+    tensors = {k: v for k, v in load_file(str(checkpoint)).items() if not k.startswith(dropped)}
+    if weights_only:
+        meta = {k: v for k, v in meta.items() if not k.startswith("optim.")}
     meta["tensors_sha256"] = tensors_sha256(tensors)             # the hash of what is kept
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -136,6 +148,9 @@ def main() -> None:
     p.add_argument("--run-dir", default=None, help="default: runs/pretrained/NAME")
     p.add_argument("--save-resume-point", action="store_true",
                    help="copy the run's checkpoint (without the pool) and metrics to scripts/resume/NAME")
+    p.add_argument("--weights-only", action="store_true",
+                   help="with --save-resume-point: weights and metrics only, to scripts/resume/NAME_weights "
+                        "(a third of the size; continue with --init-from)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): bf16 autocast where it is the fast path (AMX CPU, GPU), else float32")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
@@ -158,8 +173,11 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     run_dir = Path(a.run_dir or f"runs/pretrained/{a.name}")
+    if a.weights_only and not a.save_resume_point:
+        p.error("--weights-only goes with --save-resume-point")
     if a.save_resume_point:
-        save_resume_point(run_dir, RESUME / a.name)
+        folder = RESUME / (f"{a.name}_weights" if a.weights_only else a.name)
+        save_resume_point(run_dir, folder, weights_only=a.weights_only)
         return
     if a.run_dir is None:                  # the resume point belongs to the shipped run, not to ablations
         restore_resume_point(RESUME / a.name, run_dir)

@@ -115,3 +115,31 @@ def test_the_wide_model_is_the_compute_studys_wide_candidate():
     study, _ = compute_study.candidate_config("wide", precision="float32")
     shipped = train_pretrained.SHIPPED["mnist_doubling_wide"]
     assert shipped.replace(name=study.name, n_updates=study.n_updates, bf16=study.bf16) == study
+
+
+def test_a_weights_only_point_keeps_the_weights_and_curve_and_starts_a_new_phase(tmp_path):
+    import export_pretrained
+    from vnca_tutorial.checkpoint import CheckpointError, load_checkpoint, load_model, read_metadata
+    run = tmp_path / "run"
+    cfg, x = tiny_pool_run(run, 3)
+    point = tmp_path / "resume" / "tiny_weights"
+    train_pretrained.save_resume_point(run, point, weights_only=True)
+    kept, full = load_file(str(point / CHECKPOINT)), load_file(str(run / CHECKPOINT))
+    assert kept and all(k.startswith("model.") for k in kept)
+    assert all(torch.equal(v, full[k]) for k, v in kept.items())
+    assert len(kept) < len(full) and not any(k.startswith("optim.") for k in read_metadata(point / CHECKPOINT))
+    load_checkpoint(point / CHECKPOINT)                       # its sha256 is that of the tensors kept
+    assert load_model(point / CHECKPOINT).config == cfg
+    assert export_pretrained.read_phase(point)["updates"] == 3   # an earlier phase for the card
+    with pytest.raises(CheckpointError, match="weights only"):   # never mistaken for a resumable run
+        train(cfg, x, TrainSettings(run_dir=str(point), n_updates=4, resume=True, progress=False))
+    _, history = train(cfg, x, TrainSettings(run_dir=str(tmp_path / "next"), n_updates=2, progress=False,
+                                             init_from=str(point / CHECKPOINT)))
+    assert [row["step"] for row in history] == [1, 2]
+
+
+def test_weights_only_without_saving_a_point_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train_pretrained.py", "noto_doubling_small", "--weights-only"])
+    with pytest.raises(SystemExit) as e:
+        train_pretrained.main()
+    assert e.value.code == 2 and "--save-resume-point" in capsys.readouterr().err
