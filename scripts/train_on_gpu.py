@@ -56,6 +56,17 @@ def last_rows(run_dir: Path) -> list[dict]:
     return [{**r, "step": int(r["step"])} for r in rows if r["step"] <= saved]
 
 
+def write_rows(metrics: Path, out: Path, last_step: int) -> None:
+    """Copy a run's metrics.csv up to ``last_step`` (the update the written weights are from)."""
+    with open(metrics, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if int(r["step"]) <= last_step]
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, required=True, help="training wall time (the bound comes after)")
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = out / "weights.safetensors"     # float32 arithmetic from here on: the bound as a card has it
     save_checkpoint(weights, model, config.replace(bf16=False), history[-1]["step"],
                     weights_dtype=torch.float16 if a.half else None)
-    shutil.copyfile(run_dir / METRICS, out / METRICS)
+    write_rows(run_dir / METRICS, out / METRICS, history[-1]["step"])    # rows the weights have seen
     shipped = load_model(weights, map_location=a.device).eval()      # bound exactly what was written
     images = subset(test, min(a.eval_images, len(test)), seed=0).images
     bound = evaluate_bound(shipped, images, k=a.k, batch_size=32)

@@ -56,8 +56,10 @@ def test_a_run_that_diverges_still_writes_its_last_good_checkpoint(tmp_path, mon
     """GPU minutes are not lost to a NaN late in the run: the last checkpoint is written and bounded."""
     real_train = train_on_gpu.train
 
-    def train_then_diverge(*args, **kwargs):
-        real_train(*args, **kwargs)                  # writes its checkpoint when its minutes are up
+    def train_then_diverge(config, images, settings, **kwargs):
+        _, history = real_train(config, images, settings, **kwargs)   # checkpoints when its minutes are up
+        with open(Path(settings.run_dir) / "metrics.csv", "a") as f:  # then logs an update it never saves
+            f.write(f"{history[-1]['step'] + 1},nan,nan,nan,,1.0\n")
         raise train_on_gpu.TrainingDiverged("the loss became nan at update 99; stopped without saving")
 
     monkeypatch.setattr(train_on_gpu, "train", train_then_diverge)
@@ -67,7 +69,7 @@ def test_a_run_that_diverges_still_writes_its_last_good_checkpoint(tmp_path, mon
     assert summary["diverged"] == "the loss became nan at update 99"
     assert summary["updates"] >= 1 and load_model(tmp_path / "out" / "weights.safetensors").config.z_dim == 8
     lines = (tmp_path / "out" / "metrics.csv").read_text().splitlines()
-    assert len(lines) == summary["updates"] + 1
+    assert len(lines) == summary["updates"] + 1 and "nan" not in lines[-1]      # the unsaved row is dropped
 
 
 def test_a_run_that_diverges_before_any_checkpoint_says_so(tmp_path, monkeypatch):
