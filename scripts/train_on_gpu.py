@@ -48,14 +48,6 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_description()
 
 
-def last_rows(run_dir: Path) -> list[dict]:
-    """The training curve up to the checkpoint's update (a diverged run's later rows are dropped)."""
-    saved = int(read_metadata(run_dir / CHECKPOINT)["step"])
-    with open(run_dir / METRICS, newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    return [{**r, "step": int(r["step"])} for r in rows if r["step"] <= saved]
-
-
 def write_rows(metrics: Path, out: Path, last_step: int) -> None:
     """Copy a run's metrics.csv up to ``last_step`` (the update the written weights are from)."""
     with open(metrics, newline="") as f:
@@ -117,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         diverged = str(e).split(";")[0]
         logging.warning("%s; writing the last good checkpoint instead", diverged)
         model = load_model(run_dir / CHECKPOINT, map_location=a.device)
-        history = last_rows(run_dir)
+        history = [{"step": int(read_metadata(run_dir / CHECKPOINT)["step"])}]   # the update it holds
     train_seconds = time.time() - start
     if not history:
         sys.exit(f"train_on_gpu.py: error: no update finished within --minutes {a.minutes}; give it longer")
