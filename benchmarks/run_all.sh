@@ -11,6 +11,10 @@ $PY benchmarks/benchmark.py --quick --bf16 --force-bf16 --json "$R/quick.json" -
 # 2. the MNIST CPU presets at their batch sizes, on one and two threads (see README: the machine is shared)
 $PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu,mnist_baseline_cpu \
     --threads 1,2 --checkpointing --bf16 --iwae-sweep --json "$R/cpu_presets.json" --txt "$R/cpu_presets.txt"
+# 2a. bf16 autocast against float32 where the CPU has bf16 units but no AMX (run on an Intel Xeon with
+#     AVX-512 BF16; elsewhere the bf16 rows fall back or need --force-bf16)
+$PY benchmarks/benchmark.py --presets mnist_doubling_cpu --threads 1 --bf16 --no-reference \
+    --json "$R/bf16_avx512_no_amx.json" --txt "$R/bf16_avx512_no_amx.txt"
 # 2b. checkpointing rows of the NCA presets again (memory measured in its own pass, without the FLOP counter)
 $PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu --threads 1 --checkpointing \
     --no-reference --repeats 3 --json "$R/cpu_presets_ckpt.json" --txt "$R/cpu_presets_ckpt.txt"
