@@ -22,6 +22,7 @@ from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_bound
 from vnca_tutorial.hardware import cpu_description
 from vnca_tutorial.pretrained import HERE, save_card, sha256
+from vnca_tutorial.pretrained import card as shipped_card
 
 # The paper's test figures for the same model family (nats for MNIST, bits/dim for emoji).
 PAPER = {"mnist_doubling": {"nats": -84.23}, "mnist_nondoubling": {"nats": -90.97},
@@ -32,21 +33,42 @@ TRAIN_DATA = {"binarized_mnist": "train+valid (60,000 images, as the paper)",
 
 def read_phase(spec: str | Path) -> dict:
     """A training run's metrics rows, its number of updates and its config. ``spec`` is the run folder, or
-    ``FOLDER:N`` for a run whose update N the next phase started from (the run went on after that)."""
+    ``FOLDER:N`` for a run whose update N the next phase started from (the run went on after that). A
+    folder kept without its weights (metrics.csv and config.json only) needs ``:N``. ``card:NAME`` is a
+    phase known only from a shipped model's card (trained before runs kept their curves): its updates
+    and hours count, it adds no curve."""
+    if str(spec).startswith("card:"):
+        return _card_phase(str(spec).removeprefix("card:"))
     folder, _, cut = str(spec).rpartition(":")
     if not cut.isdigit():                           # no ":N": the whole run
         folder, cut = str(spec), ""
     run_dir = Path(folder)
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    meta = read_metadata(run_dir / "checkpoint.safetensors")
-    updates = int(meta["step"])
+    if (run_dir / "checkpoint.safetensors").exists():
+        meta = read_metadata(run_dir / "checkpoint.safetensors")
+        updates, config = int(meta["step"]), json.loads(meta["config"])
+    elif cut and (run_dir / "config.json").exists():
+        updates, config = max(int(r["step"]) for r in rows), json.loads((run_dir / "config.json").read_text())
+    else:
+        raise SystemExit(f"{spec}: no checkpoint.safetensors there; a run kept without its weights needs "
+                         "its config.json and FOLDER:N, the update the next phase started from")
     if cut:
         if not 1 <= int(cut) <= updates:
             raise SystemExit(f"{spec}: the run has updates 1..{updates}")
         updates = int(cut)
     return {"run": spec if cut else run_dir, "rows": [r for r in rows if int(r["step"]) <= updates],
-            "updates": updates, "config": json.loads(meta["config"])}
+            "updates": updates, "config": config}
+
+
+def _card_phase(name: str) -> dict:
+    """The training recorded in the shipped card of ``name`` as one phase without a curve: a single row
+    at its last update and hour (read before this export overwrites the card)."""
+    c = shipped_card(name)
+    if not c.get("train_wall_time_hours"):
+        raise SystemExit(f"card:{name}: the card records no training hours")
+    row = {"step": str(c["updates"]), "seconds": str(c["train_wall_time_hours"] * 3600), "val_elbo": ""}
+    return {"run": f"card:{name}", "rows": [row], "updates": c["updates"], "config": c["config"]}
 
 
 def chain_phases(phases: list[dict]) -> list[dict]:
@@ -75,7 +97,8 @@ def main() -> None:
     p.add_argument("--earlier-phase", action="append", default=[], metavar="RUN_DIR[:N]",
                    help="a run whose weights this one started from (train_pretrained.py --init-from): its "
                         "updates, hours and curve are counted in the card too; give them in order; RUN_DIR:N "
-                        "if the next phase started from its update N")
+                        "if the next phase started from its update N; card:NAME for the training a shipped "
+                        "card records (a phase without a curve)")
     a = p.parse_args()
     run = Path("runs/pretrained") / a.name
     ckpt = run / "checkpoint.safetensors"

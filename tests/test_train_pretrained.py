@@ -143,3 +143,35 @@ def test_weights_only_without_saving_a_point_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         train_pretrained.main()
     assert e.value.code == 2 and "--save-resume-point" in capsys.readouterr().err
+
+
+def test_a_phase_kept_without_weights_or_known_only_from_a_card_counts_in_the_card(tmp_path):
+    """The emoji model's phases: the first is known only from its old card (no curve), the second is kept
+    as metrics.csv and config.json without weights; both count their updates and hours."""
+    import json
+
+    import export_pretrained
+    from vnca_tutorial import pretrained
+    run = tmp_path / "run"
+    tiny_pool_run(run, 5)
+    kept = tmp_path / "kept"                                 # the run without its weights
+    kept.mkdir()
+    (kept / METRICS).write_text((run / METRICS).read_text())
+    with pytest.raises(SystemExit, match="needs its config.json and FOLDER:N"):
+        export_pretrained.read_phase(f"{kept}:3")
+    (kept / "config.json").write_text(json.dumps(export_pretrained.read_phase(run)["config"]))
+    with pytest.raises(SystemExit, match="needs its config.json and FOLDER:N"):
+        export_pretrained.read_phase(kept)                   # without :N: where did the next phase start?
+    phase = export_pretrained.read_phase(f"{kept}:4")
+    assert phase["updates"] == 4 and [int(r["step"]) for r in phase["rows"]] == [1, 2, 3, 4]
+
+    old = export_pretrained.read_phase("card:noto_doubling_small")
+    shipped = pretrained.card("noto_doubling_small")
+    assert old["updates"] == shipped["updates"] and old["config"] == shipped["config"]
+    rows = export_pretrained.chain_phases([old, phase])
+    assert int(rows[-1]["step"]) == shipped["updates"] + 4
+    assert float(rows[-1]["seconds"]) == pytest.approx(shipped["train_wall_time_hours"] * 3600
+                                                       + float(phase["rows"][-1]["seconds"]))
+    assert [r for r in rows if r["val_elbo"]] == [r for r in rows[1:] if r["val_elbo"]]   # no curve point
+    with pytest.raises(ValueError, match="no pretrained model 'no_such_model'"):
+        export_pretrained.read_phase("card:no_such_model")
