@@ -50,7 +50,8 @@ def _check_image(x: Tensor, event_shape: torch.Size, expected: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"x must be a torch.Tensor holding {expected}, got {type(x).__name__}")
     if x.dim() < 3:
-        raise ValueError(f"x must have shape (..., C, H, W) = (..., {tuple(event_shape)}), got {tuple(x.shape)}")
+        raise ValueError(f"x must have shape (..., C, H, W) = (..., {tuple(event_shape)}), "
+                         f"got {tuple(x.shape)}")
     if x.shape[-3] != event_shape[0]:
         raise ValueError(
             f"x has {x.shape[-3]} channels but this likelihood expects {event_shape[0]} "
@@ -165,7 +166,8 @@ def discretized_logistic_log_probs(mean: Tensor, log_scale: Tensor) -> Tensor:
     dtype = mean.dtype if mean.is_floating_point() else torch.get_default_dtype()
     values = torch.arange(N_VALUES, dtype=dtype, device=mean.device)  # (256,)
     log_scale = log_scale.to(dtype).clamp(min=MIN_LOG_SCALE)
-    return _discretized_logistic_log_prob(values, mean.to(dtype)[..., None], log_scale[..., None])  # (..., 256)
+    # (..., 256): the log-probability of every value
+    return _discretized_logistic_log_prob(values, mean.to(dtype)[..., None], log_scale[..., None])
 
 
 class DiscretizedLogisticMixture(Distribution):
@@ -249,7 +251,8 @@ class DiscretizedLogisticMixture(Distribution):
         distribution scored by ``log_prob``.
         """
         L = self.n_mix
-        k = torch.distributions.Categorical(logits=self.mix_logits.movedim(-3, -1)).sample(sample_shape)  # (*S, B, H, W)
+        mixture = torch.distributions.Categorical(logits=self.mix_logits.movedim(-3, -1))
+        k = mixture.sample(sample_shape)                                            # (*S, B, H, W)
         pick = F.one_hot(k, L).movedim(-1, -3).to(self.params.dtype).unsqueeze(-3)  # (*S, B, L, 1, H, W)
         means = (pick * self.means).sum(-4)  # (*S, B, 3, H, W)
         scales = (pick * self.log_scales.exp()).sum(-4)  # (*S, B, 3, H, W)
