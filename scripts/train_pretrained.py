@@ -39,6 +39,8 @@ training digits) on train + valid, resumably:
     python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110 \
         --init-from runs/compute_study/wide/checkpoint.safetensors          # phase 2, first session
     python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110   # resumes it
+It ran at lr 1e-3 up to its update 3,300 (session 13), then at 3e-4, which SHIPPED now gives it, so that the
+same command resumes it at the lower rate.
 
 The emoji model (issue 19: 4.02 bits/dim shipped, target 3.7) continues from the shipped weights (phase 1:
 1,998 updates, trained before runs kept their curves), resumably:
@@ -88,8 +90,9 @@ SHIPPED = {
     # issue 19's long run: the candidate that gained fastest per CPU-hour in chapter 10's compute study
     # (|z| = 64, width 128, two residual blocks). Phase 1 is the study's run (train digits only); phase 2
     # starts from its weights on train + valid (see the module docstring).
+    # lr 1e-3 (the compute study's) to phase 2's update 3,300, then 3e-4 (the emoji model gained from it)
     "mnist_doubling_wide": get_preset("mnist_doubling_cpu", name="mnist_doubling_wide", z_dim=64, hidden=128,
-                                      n_blocks=2, encoder_channels=16, lr=1e-3, n_updates=40_000),
+                                      n_blocks=2, encoder_channels=16, lr=3e-4, n_updates=40_000),
     "mnist_nondoubling_small": get_preset("mnist_nondoubling_cpu", name="mnist_nondoubling_small",
                                           n_updates=40_000, lr=1e-4, pool_fraction=0.875,
                                           damage_fraction=0.75, p_update=0.5, min_steps=32, max_steps=64),

@@ -114,7 +114,8 @@ def test_the_wide_model_is_the_compute_studys_wide_candidate():
     import compute_study
     study, _ = compute_study.candidate_config("wide", precision="float32")
     shipped = train_pretrained.SHIPPED["mnist_doubling_wide"]
-    assert shipped.replace(name=study.name, n_updates=study.n_updates, bf16=study.bf16) == study
+    assert shipped.lr < study.lr                                    # the long run lowered its learning rate
+    assert shipped.replace(name=study.name, n_updates=study.n_updates, bf16=study.bf16, lr=study.lr) == study
 
 
 def test_a_weights_only_point_keeps_the_weights_and_curve_and_starts_a_new_phase(tmp_path):
