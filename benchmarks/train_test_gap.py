@@ -1,0 +1,57 @@
+"""Does a model fit its training images better than the test images? The ELBO (mean of 4 draws of z per
+image) on a random subset of the training images and on the whole test set, for checkpoints side by side.
+
+    python benchmarks/train_test_gap.py noto_emoji shipped:noto_doubling_small \\
+        scripts/resume/noto_doubling_small_weights/checkpoint.safetensors
+
+A gap that grows while the training loss falls is overfitting: the emoji training set has only 2,656
+images (issue 19; the record is benchmarks/results/noto_train_test_gap_session13.txt). Bits per dimension
+for RGB data, nats for binary images. Monitoring only: no test figure here chooses anything.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from vnca_tutorial import pretrained
+from vnca_tutorial.checkpoint import load_model
+from vnca_tutorial.data import load_dataset, subset
+from vnca_tutorial.hardware import cpu_description
+
+
+def mean_elbo(model, images: torch.Tensor, draws: int = 4, batch_size: int = 32) -> float:
+    """Mean over images of the ELBO averaged over ``draws`` samples of z, in nats."""
+    with torch.no_grad():
+        per_image = [torch.stack([model.elbo(b.float()).elbo for _ in range(draws)]).mean(0)
+                     for b in images.split(batch_size)]
+    return torch.cat(per_image).mean().item()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", choices=["noto_emoji", "binarized_mnist"])
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files, or shipped:NAME")
+    p.add_argument("--train-images", type=int, default=664)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    train = subset(load_dataset(a.dataset, "train"), a.train_images, seed=1).images
+    test = load_dataset(a.dataset, "test").images
+    dims = test[0].numel()
+    rgb = a.dataset == "noto_emoji"
+    unit = (lambda nats: f"{-nats / (dims * math.log(2)):.3f} bits/dim") if rgb else (lambda n: f"{n:.2f} nats")
+    print(f"one thread of {cpu_description()}; ELBO, mean of 4 draws of z per image; "
+          f"{len(train)} random training images, all {len(test)} test images")
+    for spec in a.checkpoints:
+        model = (pretrained.load(spec.removeprefix("shipped:")) if spec.startswith("shipped:")
+                 else load_model(spec)).eval()
+        torch.manual_seed(0)
+        on_train, on_test = mean_elbo(model, train), mean_elbo(model, test)
+        gap = (on_train - on_test) / (dims * math.log(2)) if rgb else on_train - on_test
+        print(f"{spec}: training {unit(on_train)}, test {unit(on_test)}, gap {gap:.3f}"
+              f"{' bits/dim' if rgb else ' nats'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
