@@ -19,14 +19,12 @@ from vnca_tutorial import pretrained
 from vnca_tutorial.checkpoint import load_model
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.hardware import cpu_description
+from vnca_tutorial.train import evaluate_elbo
 
 
-def mean_elbo(model, images: torch.Tensor, draws: int = 4, batch_size: int = 32) -> float:
+def mean_elbo(model, images: torch.Tensor, draws: int = 4) -> float:
     """Mean over images of the ELBO averaged over ``draws`` samples of z, in nats."""
-    with torch.no_grad():
-        per_image = [torch.stack([model.elbo(b.float()).elbo for _ in range(draws)]).mean(0)
-                     for b in images.split(batch_size)]
-    return torch.cat(per_image).mean().item()
+    return sum(evaluate_elbo(model, images, batch_size=32) for _ in range(draws)) / draws
 
 
 def main() -> None:
