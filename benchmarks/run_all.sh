@@ -15,6 +15,9 @@ $PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu,m
 #     AVX-512 BF16; elsewhere the bf16 rows fall back or need --force-bf16)
 $PY benchmarks/benchmark.py --presets mnist_doubling_cpu --threads 1 --bf16 --no-reference \
     --json "$R/bf16_avx512_no_amx.json" --txt "$R/bf16_avx512_no_amx.txt"
+# 2a'. the same on a CPU with AMX (an Intel Xeon with AMX: there bf16 is the fast path)
+$PY benchmarks/benchmark.py --presets mnist_doubling_cpu --threads 1 --bf16 --no-reference \
+    --json "$R/bf16_amx.json" --txt "$R/bf16_amx.txt"
 # 2b. checkpointing rows of the NCA presets again (memory measured in its own pass, without the FLOP counter)
 $PY benchmarks/benchmark.py --presets mnist_doubling_cpu,mnist_nondoubling_cpu --threads 1 --checkpointing \
     --no-reference --repeats 3 --json "$R/cpu_presets_ckpt.json" --txt "$R/cpu_presets_ckpt.txt"

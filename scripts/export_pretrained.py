@@ -29,6 +29,10 @@ PAPER = {"mnist_doubling": {"nats": -84.23}, "mnist_nondoubling": {"nats": -90.9
          "noto_doubling": {"bpd": 3.09}}
 TRAIN_DATA = {"binarized_mnist": "train+valid (60,000 images, as the paper)",
               "noto_emoji": "the 80% training split (2,656 images, the paper's count)"}
+# the last phase of a model exported with --best trained without its validation images
+FIT_DATA = {"binarized_mnist": "train (50,000 images; valid held out to stop on)",
+            "noto_emoji": "the fit split (2,391 of the 2,656 training images; valid, the other 265, held out "
+                          "to stop on)"}
 
 
 def read_phase(spec: str | Path) -> dict:
@@ -71,6 +75,23 @@ def _card_phase(name: str) -> dict:
     return {"run": f"card:{name}", "rows": [row], "updates": c["updates"], "config": c["config"]}
 
 
+def early_stopped(run: Path, offset_updates: int, offset_seconds: float) -> tuple[dict, dict]:
+    """The last phase of a run trained with train_pretrained.py --early-stopping, cut at the update of its
+    best.safetensors, and what the card says about the stopping: the run's validation curve, whose ELBOs
+    are on held-out training images (the valid split) and so are kept out of the card's training curve
+    of test-subset ELBOs. ``offset_*``: the updates and seconds of the phases before it."""
+    best = int(read_metadata(run / "best.safetensors")["step"])
+    whole = read_phase(run)
+    phase = read_phase(f"{run}:{best}")
+    curve = [[int(r["step"]) + offset_updates, round((float(r["seconds"]) + offset_seconds) / 3600, 3),
+              round(float(r["val_elbo"]), 2)] for r in whole["rows"] if r.get("val_elbo")]
+    phase["rows"] = [{**r, "val_elbo": ""} for r in phase["rows"]]
+    stopping = {"trained_to_update": whole["updates"] + offset_updates, "chosen_update": best + offset_updates,
+                "rule": "the weights of the best validation ELBO (train_pretrained.py --early-stopping)",
+                "validation_curve": curve}
+    return phase, stopping
+
+
 def chain_phases(phases: list[dict]) -> list[dict]:
     """The metrics rows of consecutive phases as one run: each phase's updates and seconds continue the
     previous phase's (a later phase started from the earlier one's final weights)."""
@@ -94,6 +115,9 @@ def main() -> None:
     p.add_argument("--notes", default="")
     p.add_argument("--trained-on", default=None,
                    help="the CPUs training ran on, if not (only) this machine's: it goes into the card")
+    p.add_argument("--best", action="store_true",
+                   help="ship the run's best.safetensors (a run of train_pretrained.py --early-stopping): the "
+                        "weights of its best validation ELBO, not its last")
     p.add_argument("--earlier-phase", action="append", default=[], metavar="RUN_DIR[:N]",
                    help="a run whose weights this one started from (train_pretrained.py --init-from): its "
                         "updates, hours and curve are counted in the card too; give them in order; RUN_DIR:N "
@@ -101,7 +125,7 @@ def main() -> None:
                         "card records (a phase without a curve)")
     a = p.parse_args()
     run = Path("runs/pretrained") / a.name
-    ckpt = run / "checkpoint.safetensors"
+    ckpt = run / ("best.safetensors" if a.best else "checkpoint.safetensors")
     meta = read_metadata(ckpt)
     trained = load_model(ckpt).eval()
     out = HERE / f"{a.name}.safetensors"
@@ -111,7 +135,15 @@ def main() -> None:
     model = load_model(out).eval()                                   # evaluate exactly what ships
     if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
         raise SystemExit(f"{out}: weights overflow {a.dtype}; export with --dtype float32")
-    phases = [read_phase(d) for d in a.earlier_phase] + [read_phase(run)]
+    phases = [read_phase(d) for d in a.earlier_phase]
+    stopping = None
+    if a.best:
+        before = chain_phases(phases)
+        last, stopping = early_stopped(run, sum(ph["updates"] for ph in phases),
+                                       float(before[-1]["seconds"]) if before else 0.0)
+        phases.append(last)
+    else:
+        phases.append(read_phase(run))
     rows = chain_phases(phases)
     dataset = model.config.dataset
     test = load_dataset(dataset, "test")
@@ -124,7 +156,8 @@ def main() -> None:
     card = {
         "name": a.name, "sha256": sha256(out), "config": config_to_dict(model.config),
         "parameters": model.n_parameters(), "stored_dtype": a.dtype,
-        "data": {"train": f"{Path(test.source.split(' [')[0]).name} {TRAIN_DATA[dataset]}",
+        "data": {"train": f"{Path(test.source.split(' [')[0]).name} {TRAIN_DATA[dataset]}"
+                          + (f"; its last phase on {FIT_DATA[dataset]}" if a.best else ""),
                  "test": f"{f'all {len(test):,}' if whole else f'a fixed-seed random subset of {a.images}'} "
                          "test images"},
         "updates": int(rows[-1]["step"]) if rows else int(meta["step"]), "batch_size": model.config.batch_size,
@@ -140,6 +173,7 @@ def main() -> None:
         # (monitoring only: no choice was made by it): [update, hours of training, ELBO in nats]
         "training_curve": [[int(r["step"]), round(float(r["seconds"]) / 3600, 3), round(float(r["val_elbo"]), 2)]
                            for r in rows if r.get("val_elbo")],
+        "early_stopping": stopping,
         "notes": a.notes,
     }
     save_card(a.name, card)

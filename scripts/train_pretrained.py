@@ -174,6 +174,9 @@ def main() -> None:
                         "(a third of the size; continue with --init-from)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): bf16 autocast where it is the fast path (AMX CPU, GPU), else float32")
+    p.add_argument("--early-stopping", action="store_true",
+                   help="train without the validation images (MNIST: train, emoji: fit), validate on all of "
+                        "them (valid) and keep the best weights in best.safetensors (needs --run-dir)")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from these weights (a new optimizer and pool): a second training phase")
     a = p.parse_args()
@@ -183,8 +186,8 @@ def main() -> None:
         config = SHIPPED[a.name].replace(**parse_overrides(a.set, type(SHIPPED[a.name])))
     except (CLIError, ValueError) as e:
         p.error(str(e))
-    if a.set and a.run_dir is None:
-        p.error("--set trains another model: give it its own --run-dir")
+    if (a.set or a.early_stopping) and a.run_dir is None:
+        p.error("--set and --early-stopping train another model: give it its own --run-dir")
     logging.basicConfig(level=logging.INFO)
     try:
         config, why = apply_precision(config, a.precision, a.set)
@@ -204,11 +207,17 @@ def main() -> None:
         restore_resume_point(RESUME / a.name, run_dir)
     dataset = config.dataset
     mnist = dataset == "binarized_mnist"
-    data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper
-    val = load_dataset(dataset, "test")
+    if a.early_stopping:       # stop on held-out training images, never on the test split
+        data = load_dataset(dataset, "train" if mnist else "fit")
+        val = load_dataset(dataset, "valid")
+    else:
+        data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper
+        val = load_dataset(dataset, "test")                              # a fixed random subset: the curve
+    eval_images = len(val) if a.early_stopping else 512 if mnist else 64
     settings = TrainSettings(run_dir=str(run_dir), checkpoint_every=50, eval_every=a.eval_every,
-                             n_updates=a.updates, eval_images=512 if mnist else 64, resume=True,
-                             progress=False, max_minutes=a.minutes, init_from=a.init_from)
+                             n_updates=a.updates, eval_images=eval_images, resume=True,
+                             progress=False, max_minutes=a.minutes, init_from=a.init_from,
+                             keep_best=a.early_stopping)
     train(config, data.images, settings, val_images=val.images)
 
 

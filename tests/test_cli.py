@@ -196,6 +196,7 @@ def cli(tmp_path_factory):
         ("set_p_update", ["train", "--preset", "mnist_nondoubling_cpu", "--set", "p_update=1.5"]),
         ("set_state_bound", ["train", "--preset", "mnist_nondoubling_cpu", "--set", "state_bound=-1"]),
         ("set_kl_warmup", ["train", "--preset", "mnist_doubling_cpu", "--set", "kl_warmup=-5"]),
+        ("set_hflip", ["train", "--preset", "mnist_doubling_cpu", "--set", "hflip=sometimes"]),
         ("diverged", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r6"), "--updates", "6",
                       "--checkpoint-every", "1", "--threads", "1", *TINY_DOUBLING, "lr=1"]),
         ("no_cuda", ["sample", "--preset", "mnist_doubling_cpu", "--device", "cuda"]),
@@ -411,6 +412,7 @@ def test_preset_and_config_errors(cli):
     assert_error(r["set_p_update"], "p_update", "1.5")
     assert_error(r["set_state_bound"], "state_bound", "-1")
     assert_error(r["set_kl_warmup"], "kl_warmup", "-5")
+    assert_error(r["set_hflip"], "hflip=sometimes", "bool")
     assert_error(r["baseline_has_no_growth"], "baseline", alone=False)
     assert_error(r["unknown_pretrained"], "pretrained", "no_such_model")
     assert_error(r["pretrained_module_missing"], "mnist_doubling_small", "no pretrained models", "--checkpoint")

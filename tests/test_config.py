@@ -75,7 +75,7 @@ def test_doubling_config_accepts_matching_sizes():
     (dict(lr=0.0), "lr"), (dict(lr=-1e-3), "lr"), (dict(lr=float("nan")), "lr"), (dict(lr=1e39), "lr"),
     (dict(grad_clip=0.0), "grad_clip"), (dict(grad_clip=-1.0), "grad_clip"), (dict(grad_clip=float("inf")), "grad_clip"),
     (dict(beta=-1.0), "beta"), (dict(beta=float("nan")), "beta"),
-    (dict(n_updates=0), "n_updates"),
+    (dict(n_updates=0), "n_updates"), (dict(hflip="yes"), "hflip"), (dict(hflip=1), "hflip"),
 ])
 def test_invalid_common_fields_raise(changes, field):
     with pytest.raises(ValueError, match=field):

@@ -202,7 +202,7 @@ def test_unknown_split_raises(tmp_path, mnist_arrays):
     with pytest.raises(ValueError, match="trainval"):
         d.load_binarized_mnist("val", data_dir=tmp_path)
     with pytest.raises(ValueError, match="train"):
-        d.load_noto_emoji("valid", data_dir=tmp_path)
+        d.load_noto_emoji("val", data_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- binarized MNIST: search order
@@ -329,6 +329,17 @@ def test_emoji_npz_composited_and_split(tmp_path):
     opaque = ref[:, :, 4:8]
     assert np.array_equal(opaque, rgba[:, 4:8, :, :3].transpose(0, 3, 1, 2))  # alpha 255 -> rgb
     assert torch.equal(d.load_noto_emoji("train", data_dir=tmp_path).images, train.images)  # fixed split
+    fit, valid = (d.load_noto_emoji(s, data_dir=tmp_path) for s in ("fit", "valid"))
+    assert len(fit) == 15 and len(valid) == 1 and "9/1 of train" in valid.source
+    assert set(fit.names) | set(valid.names) == set(train.names) and set(fit.names).isdisjoint(valid.names)
+
+
+def test_emoji_validation_split_is_a_tenth_of_train_and_never_test():
+    """The real data's sizes (3320 emoji): fit 2391 + valid 265 = train 2656; test 664 untouched."""
+    idx = {s: set(d.emoji_split_indices(3320, s).tolist()) for s in d.EMOJI_SPLITS}
+    assert {s: len(v) for s, v in idx.items()} == {"train": 2656, "test": 664, "fit": 2391, "valid": 265}
+    assert idx["fit"] | idx["valid"] == idx["train"] and not idx["fit"] & idx["valid"]
+    assert not idx["valid"] & idx["test"] and not idx["fit"] & idx["test"]
 
 
 def test_emoji_png_folder(tmp_path):

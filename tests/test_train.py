@@ -16,8 +16,8 @@ from vnca_tutorial.checkpoint import CheckpointError, load_checkpoint, load_mode
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.model import build_model
 from vnca_tutorial.pool import StatePool
-from vnca_tutorial.train import (CHECKPOINT, METRICS, MetricsLog, TrainingDiverged, TrainSettings,
-                                 batch_indices, train)
+from vnca_tutorial.train import (BEST, CHECKPOINT, METRICS, MetricsLog, TrainingDiverged, TrainSettings,
+                                 batch_indices, mirror_half, train)
 from vnca_tutorial.vae import VAE
 
 torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-core machine
@@ -68,6 +68,58 @@ def test_a_few_updates_lower_the_loss_on_a_fixed_batch(tmp_path):
     assert len(history) == 12
     assert after < 0.8 * before, (before, after)
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_mirror_half_mirrors_about_half_the_images_the_same_way_every_time():
+    x = torch.rand(400, 3, 5, 7)
+    y = mirror_half(x, step=3, seed=0)
+    mirrored = torch.tensor([torch.equal(a, b.flip(-1)) for a, b in zip(x, y)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(x, y)])
+    assert bool((mirrored ^ kept).all())                       # each image mirrored or untouched, never both
+    assert 160 < int(mirrored.sum()) < 240                     # binomial(400, 1/2): mean 200, sd 10
+    assert torch.equal(mirror_half(x, 3, 0), y)                # a pure function of (seed, step, rank) ...
+    assert not torch.equal(mirror_half(x, 4, 0), y) and not torch.equal(mirror_half(x, 3, 0, rank=1), y)
+
+
+def test_hflip_trains_on_mirrored_images_and_resumes_exactly(tmp_path, monkeypatch):
+    cfg = doubling(hflip=True)
+    x, val = binary_images(12), binary_images(4, seed=1)
+    whole, _ = train(cfg, x, settings(tmp_path / "whole", n_updates=6), val_images=val)
+    train(cfg, x, settings(tmp_path / "split", n_updates=3), val_images=val)
+    resumed, _ = train(cfg, x, settings(tmp_path / "split", n_updates=6, resume=True), val_images=val)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    seen = []                                                  # the batches the loss was given
+    import vnca_tutorial.train as train_module
+    real = train_module.batch_loss
+    monkeypatch.setattr(train_module, "batch_loss", lambda net, xb, *a: (seen.append(xb), real(net, xb, *a))[1])
+    train(cfg, x, settings(tmp_path / "seen", n_updates=3, eval_every=100))
+
+    def among(img, images) -> bool:
+        return any(torch.equal(img, other) for other in images)
+    images = [img for batch in seen for img in batch]
+    mirrored = [img for img in images if not among(img, x)]
+    assert mirrored and all(among(img.flip(-1), x) for img in mirrored)     # some mirrored, nothing else
+
+
+def test_keep_best_keeps_the_weights_of_the_best_validation_elbo_across_a_resume(tmp_path):
+    cfg = doubling(lr=1e-2)
+    x, val = binary_images(12), binary_images(4, seed=1)
+    run = tmp_path / "run"
+    train(cfg, x, settings(run, n_updates=4, eval_every=1, keep_best=True), val_images=val)
+    train(cfg, x, settings(run, n_updates=9, eval_every=1, keep_best=True, resume=True), val_images=val)
+    rows = read_rows(run)
+    elbos = [float(r["val_elbo"]) for r in rows]
+    best_step = 1 + max(range(len(elbos)), key=elbos.__getitem__)
+    meta = read_metadata(run / BEST)
+    assert int(meta["step"]) == best_step and float(meta["val_elbo"]) == pytest.approx(max(elbos))
+    assert "optim.param_groups" not in meta                   # weights only
+    best = load_model(run / BEST)
+    last = load_model(run / CHECKPOINT)
+    assert (best_step == 9) == all(torch.equal(a, b) for a, b in zip(best.state_dict().values(),
+                                                                       last.state_dict().values()))
+    train(cfg, x, settings(tmp_path / "off", n_updates=2, eval_every=1), val_images=val)
+    assert not (tmp_path / "off" / BEST).exists()
 
 
 # --- resume ---------------------------------------------------------------------------------------

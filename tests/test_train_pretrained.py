@@ -176,3 +176,49 @@ def test_a_phase_kept_without_weights_or_known_only_from_a_card_counts_in_the_ca
     assert [r for r in rows if r["val_elbo"]] == [r for r in rows[1:] if r["val_elbo"]]   # no curve point
     with pytest.raises(ValueError, match="no pretrained model 'no_such_model'"):
         export_pretrained.read_phase("card:no_such_model")
+
+
+@pytest.mark.parametrize("name, fit", [("noto_doubling_small", "fit"), ("mnist_doubling_wide", "train")])
+def test_early_stopping_trains_without_the_validation_images_and_stops_on_all_of_them(tmp_path, monkeypatch,
+                                                                                      name, fit):
+    loaded, started = [], []
+
+    def load(dataset, split):
+        loaded.append(split)
+        return type("D", (), {"images": split, "__len__": lambda self: 265})()
+    monkeypatch.setattr(train_pretrained, "load_dataset", load)
+    monkeypatch.setattr(train_pretrained, "train", lambda config, images, settings, val_images: started.append(
+        (images, val_images, settings)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train_pretrained.py", name, "--early-stopping", "--run-dir", "r"])
+    train_pretrained.main()
+    images, val, settings = started[0]
+    assert (images, val) == (fit, "valid") and "test" not in loaded
+    assert settings.keep_best and settings.eval_images == 265
+
+
+def test_early_stopping_without_its_own_run_dir_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(train_pretrained, "train", lambda *a, **k: pytest.fail("it trained"))
+    monkeypatch.setattr(sys, "argv", ["train_pretrained.py", "noto_doubling_small", "--early-stopping"])
+    with pytest.raises(SystemExit) as e:
+        train_pretrained.main()
+    assert e.value.code == 2 and "--run-dir" in capsys.readouterr().err
+
+
+def test_an_early_stopped_run_counts_up_to_its_best_weights_and_keeps_its_validation_curve_apart(tmp_path):
+    import export_pretrained
+    from vnca_tutorial.checkpoint import read_metadata
+    cfg = get_preset("mnist_doubling_cpu", z_dim=4, hidden=4, encoder_channels=2, batch_size=4, n_blocks=1,
+                     steps_per_stage=1, lr=1e-2)
+    x = (torch.rand(12, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    run = tmp_path / "run"
+    train(cfg, x, TrainSettings(run_dir=str(run), n_updates=6, eval_every=2, keep_best=True, progress=False),
+          val_images=x[:4])
+    best = int(read_metadata(run / "best.safetensors")["step"])
+    phase, stopping = export_pretrained.early_stopped(run, offset_updates=100, offset_seconds=3600.0)
+    assert phase["updates"] == best and [int(r["step"]) for r in phase["rows"]] == list(range(1, best + 1))
+    assert not any(r["val_elbo"] for r in phase["rows"])      # valid-split ELBOs stay out of the test curve
+    assert (stopping["trained_to_update"], stopping["chosen_update"]) == (106, 100 + best)
+    curve = stopping["validation_curve"]
+    assert [u for u, _, _ in curve] == [102, 104, 106] and all(h >= 1.0 for _, h, _ in curve)
+    assert max(curve, key=lambda row: row[2])[0] == 100 + best

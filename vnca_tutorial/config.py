@@ -30,6 +30,8 @@ def _check_common(cfg) -> None:
     if not isinstance(cfg.kl_warmup, int) or cfg.kl_warmup < 0:
         raise ValueError(f"kl_warmup is a number of updates and must be an integer >= 0, got {cfg.kl_warmup!r}")
     check_beta(cfg.beta)
+    if not isinstance(cfg.hflip, bool):
+        raise ValueError(f"hflip must be True or False, got {cfg.hflip!r}")
     if not (math.isfinite(cfg.lr) and 0 < cfg.lr <= 1):
         raise ValueError(f"lr is Adam's learning rate and must lie in (0, 1], got {cfg.lr} (the presets use "
                          f"1e-4 to 1e-3)")
@@ -65,6 +67,8 @@ class BaseConfig:
     bf16: bool = False               # bf16 autocast for the update network (state stays float32)
     kl_warmup: int = 0               # > 0: the KL weight rises linearly from 0 to beta over this many
                                      # updates (not in the paper; chapter 8)
+    hflip: bool = False              # mirror each training image left-right with probability 1/2 (data
+                                     # augmentation, not in the paper; chapter 10)
 
     @property
     def n_likelihood_channels(self) -> int:

@@ -84,6 +84,8 @@ EMOJI_NPZ = "noto_emoji_64.npz"
 EMOJI_SIZE = 64
 EMOJI_TEST_FRACTION = 0.2
 EMOJI_SPLIT_SEED = 0
+EMOJI_VALID_FRACTION = 0.1         # of the training emoji: the "valid" split, for early stopping (chapter 10)
+EMOJI_SPLITS = ("train", "test", "fit", "valid")   # fit + valid = train; train + test = all
 EMOJI_HELP = (
     "Get the Noto emoji PNGs from https://github.com/googlefonts/noto-emoji (folder png/128, "
     "3320 files emoji_u*.png at tag v2.028) and point data_dir (or $VNCA_DATA_DIR) at that folder, "
@@ -573,13 +575,16 @@ def _find_emoji(data_dir, cache_dir, download: bool = True) -> tuple[np.ndarray,
 def emoji_split_indices(n: int, split: str) -> torch.Tensor:
     """Indices of an 80/20 split of n images, as ``torch.utils.data.random_split`` with seed 0 makes it.
 
-    n_test = int(0.2 n) (664 of 3320), train = the rest (2656, the paper's count).
+    n_test = int(0.2 n) (664 of 3320), train = the rest (2656, the paper's count). The training part is cut
+    once more for early stopping: "valid" is its last int(0.1 n_train) (265), "fit" the rest (2391).
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r} for Noto emoji; valid: ['test', 'train']")
+    if split not in EMOJI_SPLITS:
+        raise ValueError(f"unknown split {split!r} for Noto emoji; valid: {sorted(EMOJI_SPLITS)}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(EMOJI_SPLIT_SEED))
     n_train = n - int(EMOJI_TEST_FRACTION * n)
-    return perm[:n_train] if split == "train" else perm[n_train:]
+    n_fit = n_train - int(EMOJI_VALID_FRACTION * n_train)
+    return {"train": perm[:n_train], "test": perm[n_train:], "fit": perm[:n_fit],
+            "valid": perm[n_fit:n_train]}[split]
 
 
 def load_noto_emoji(split: str = "train", data_dir: str | os.PathLike | None = None,
@@ -596,14 +601,17 @@ def load_noto_emoji(split: str = "train", data_dir: str | os.PathLike | None = N
     split: "train" (80 %) or "test" (20 %), a fixed random split (seed 0) of the
     images in sorted file-name order. The paper's exact split cannot be rebuilt
     (its file order came from an unsorted glob); sizes match (2656 / 664 of 3320).
+    "valid" (a tenth of "train") and "fit" (the other nine tenths) split the
+    training emoji once more, to choose when to stop without the test emoji.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r} for Noto emoji; valid: ['test', 'train']")
+    if split not in EMOJI_SPLITS:
+        raise ValueError(f"unknown split {split!r} for Noto emoji; valid: {sorted(EMOJI_SPLITS)}")
     rgb, names, source = _find_emoji(data_dir, cache_dir, download)
     logger.info("Noto emoji: using %s", source)
     idx = emoji_split_indices(len(rgb), split)
     images = torch.from_numpy(rgb[idx.numpy()])  # fancy indexing copies: writable
-    return ImageData(images, None, f"{source} [{split}, 80/20 seed 0]", True,
+    cut = ", 9/1 of train" if split in ("fit", "valid") else ""
+    return ImageData(images, None, f"{source} [{split}, 80/20 seed 0{cut}]", True,
                      names=tuple(names[i] for i in idx.tolist()))
 
 

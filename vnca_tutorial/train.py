@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .checks import check_device
 from .checkpoint import (CheckpointError, atomic_write, config_to_dict, load_checkpoint,
-                         model_state, optimizer_state, save_checkpoint)
+                         model_state, optimizer_state, read_metadata, save_checkpoint)
 from .config import ModelConfig, NonDoublingConfig
 from .model import build_model
 from .pool import StatePool, pool_loss
@@ -36,6 +36,7 @@ from .viz import save_grid
 
 log = logging.getLogger("vnca_tutorial.train")
 CHECKPOINT = "checkpoint.safetensors"
+BEST = "best.safetensors"         # TrainSettings.keep_best: the weights of the best validation ELBO
 METRICS = "metrics.csv"
 
 
@@ -91,6 +92,8 @@ class TrainSettings:
     max_minutes: float | None = None    # stop (with a checkpoint) after this much wall time
     init_from: str | None = None        # start from this checkpoint's weights (fine-tuning; a new
                                         # optimizer and pool); ignored when resuming
+    keep_best: bool = False             # also keep the weights of the best validation ELBO so far in
+                                        # best.safetensors (early stopping: choose them after the run)
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:
@@ -106,6 +109,16 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     start = i * global_batch + rank * batch_size
     return perm[start:start + batch_size]
+
+
+def mirror_half(x: Tensor, step: int, seed: int, rank: int = 0) -> Tensor:
+    """Each image of the batch x (B, C, H, W) mirrored left-right with probability 1/2 (``config.hflip``).
+
+    The coins are a pure function of (seed, step, rank), like `batch_indices`, so that a resumed run
+    mirrors the same images as an uninterrupted one."""
+    coins = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1024 + rank)
+    mirrored = (torch.rand(len(x), generator=coins) < 0.5).to(x.device)        # (B,)
+    return torch.where(mirrored[:, None, None, None], x.flip(-1), x)
 
 
 def _distributed(device: str) -> tuple[int, int, str, bool]:
@@ -373,6 +386,13 @@ def _validation_subset(val_images: Tensor | None, n: int) -> Tensor | None:  # (
     return val_images[order[:n]]
 
 
+def _best_so_far(run_dir: Path) -> float:
+    """The validation ELBO of the run's best.safetensors (-inf if it has none): a resumed run keeps it."""
+    if not (run_dir / BEST).exists():
+        return -math.inf
+    return float(json.loads(read_metadata(run_dir / BEST)["val_elbo"]))
+
+
 def _checked_loss(net, x: Tensor, beta: float, pool, steps, step: int):
     """batch_loss, and what went wrong if its loss or the model's outputs are not finite (else None)."""
     try:
@@ -401,6 +421,7 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
     model, optimizer, pool, step, net = _start(config, s, rank, world, device, run_dir)
     metrics = MetricsLog(run_dir, step) if rank == 0 else None
     val = _validation_subset(val_images, s.eval_images)
+    best = _best_so_far(run_dir) if step > 0 else -math.inf       # a fresh run forgets an older best
     n_updates = s.n_updates or config.n_updates
     history, start = [], time.time()
     seconds_before = metrics.seconds_before if metrics is not None else 0.0
@@ -411,6 +432,8 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
         while step < n_updates:
             idx = batch_indices(step, len(images), config.batch_size, s.seed, rank, world)
             x = _as_float(images[idx], device)
+            if config.hflip:
+                x = mirror_half(x, step, s.seed, rank)
             steps = model.decoder.draw_steps() if pool is not None else None
             loss, stats, problem = _checked_loss(net, x, config.beta_at(step), pool, steps, step)
             problem = failed or problem                       # the last validation's NaN comes first
@@ -432,6 +455,10 @@ def _train_locked(config: ModelConfig, images: Tensor, s: TrainSettings, val_ima
             if rank == 0:
                 if val is not None and (step % s.eval_every == 0 or step == n_updates):
                     failed = _validate(model, val, run_dir, step, row)
+                    if s.keep_best and failed is None and row["val_elbo"] > best:
+                        best = row["val_elbo"]
+                        save_checkpoint(run_dir / BEST, model, model.config, step,
+                                        extra_meta={"val_elbo": best})
                 metrics.write(row)
             if step % s.checkpoint_every == 0 or step == n_updates or out_of_time:
                 _save(run_dir, model, optimizer, pool, step, rank, world, device, good=failed is None)
