@@ -40,9 +40,12 @@ def read_phase(spec: str | Path) -> dict:
     ``FOLDER:N`` for a run whose update N the next phase started from (the run went on after that). A
     folder kept without its weights (metrics.csv and config.json only) needs ``:N``. ``card:NAME`` is a
     phase known only from a shipped model's card (trained before runs kept their curves): its updates
-    and hours count, it adds no curve."""
+    and hours count, it adds no curve. ``count:UPDATES:HOURS`` is a phase whose run was not kept, known
+    only by those two figures (from a record such as train_pretrained.py's docstring); no curve either."""
     if str(spec).startswith("card:"):
         return _card_phase(str(spec).removeprefix("card:"))
+    if str(spec).startswith("count:"):
+        return _counted_phase(str(spec))
     folder, _, cut = str(spec).rpartition(":")
     if not cut.isdigit():                           # no ":N": the whole run
         folder, cut = str(spec), ""
@@ -63,6 +66,19 @@ def read_phase(spec: str | Path) -> dict:
         updates = int(cut)
     return {"run": spec if cut else run_dir, "rows": [r for r in rows if int(r["step"]) <= updates],
             "updates": updates, "config": config}
+
+
+def _counted_phase(spec: str) -> dict:
+    """``count:UPDATES:HOURS`` as one phase without a curve or config (see `read_phase`)."""
+    try:
+        _, updates, hours = spec.split(":")
+        updates, hours = int(updates), float(hours)
+    except ValueError:
+        raise SystemExit(f"{spec}: write count:UPDATES:HOURS, e.g. count:1327:1.27") from None
+    if updates < 1 or not hours > 0:
+        raise SystemExit(f"{spec}: a phase has at least one update and some hours")
+    row = {"step": str(updates), "seconds": str(hours * 3600), "val_elbo": ""}
+    return {"run": spec, "rows": [row], "updates": updates, "config": None}
 
 
 def _card_phase(name: str) -> dict:
@@ -103,6 +119,14 @@ def chain_phases(phases: list[dict]) -> list[dict]:
         updates += ph["updates"]
         seconds += float(rows[-1]["seconds"]) if rows else 0.0
     return out
+
+
+def paper_family(config) -> str:
+    """The key of PAPER for a model: data set and variant, whatever its size (mnist_doubling_wide ->
+    mnist_doubling)."""
+    data = "mnist" if config.dataset == "binarized_mnist" else "noto"
+    variant = {"DoublingConfig": "doubling", "NonDoublingConfig": "nondoubling", "BaselineConfig": "baseline"}
+    return f"{data}_{variant[type(config).__name__]}"
 
 
 def main() -> None:
@@ -168,7 +192,7 @@ def main() -> None:
         "precision": {"training": "bf16 autocast (update network)" if trained.config.bf16 else "float32",
                       "evaluation": "float32"},
         "test_bound": {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)},
-        "paper": PAPER.get(a.name.replace("_small", "")),
+        "paper": PAPER.get(paper_family(model.config)),
         # the ELBO on the training run's fixed random subset of test images, logged while training
         # (monitoring only: no choice was made by it): [update, hours of training, ELBO in nats]
         "training_curve": [[int(r["step"]), round(float(r["seconds"]) / 3600, 3), round(float(r["val_elbo"]), 2)]

@@ -222,3 +222,25 @@ def test_an_early_stopped_run_counts_up_to_its_best_weights_and_keeps_its_valida
     curve = stopping["validation_curve"]
     assert [u for u, _, _ in curve] == [102, 104, 106] and all(h >= 1.0 for _, h, _ in curve)
     assert max(curve, key=lambda row: row[2])[0] == 100 + best
+
+
+def test_a_phase_known_only_by_its_count_adds_updates_and_hours_but_no_curve(tmp_path):
+    import export_pretrained
+    run = tmp_path / "run"
+    tiny_pool_run(run, 3)
+    rows = export_pretrained.chain_phases([export_pretrained.read_phase("count:1327:1.25"),
+                                           export_pretrained.read_phase(run)])
+    assert int(rows[-1]["step"]) == 1330 and float(rows[-1]["seconds"]) > 4500.0
+    assert rows[0]["val_elbo"] == ""
+    for bad in ("count:1327", "count:many:1.0", "count:0:1.0", "count:10:-1"):
+        with pytest.raises(SystemExit, match="count:"):
+            export_pretrained.read_phase(bad)
+
+
+def test_the_paper_figure_is_looked_up_by_family_whatever_the_size():
+    import export_pretrained
+    assert export_pretrained.paper_family(train_pretrained.SHIPPED["mnist_doubling_wide"]) == "mnist_doubling"
+    assert export_pretrained.paper_family(train_pretrained.SHIPPED["noto_doubling_small"]) == "noto_doubling"
+    assert export_pretrained.paper_family(train_pretrained.SHIPPED["mnist_baseline_small"]) == "mnist_baseline"
+    assert export_pretrained.PAPER[export_pretrained.paper_family(
+        train_pretrained.SHIPPED["mnist_nondoubling_small"])] == {"nats": -90.97}

@@ -44,7 +44,8 @@ def choose_bf16(precision: str = "auto", device: str = "cpu") -> tuple[bool, str
     """Whether to train the update network under bf16 autocast, and why (chapter 10).
 
     "auto" takes bf16 only where it is the fast path: a CUDA GPU with bf16 support, or a CPU with AMX
-    units (bf16 matrix products measured 3-5x faster than float32 there). Without AMX, bf16 runs in
+    units (bf16 matrix products 3x as fast as float32 on an Intel Xeon with AMX, a training update 1.5x as
+    fast: benchmarks/results/bf16_amx.txt). Without AMX, bf16 runs in
     emulation or on narrow AVX-512 BF16 units and is slower than float32 (about 50x on AVX2-only CPUs).
     """
     if precision not in PRECISIONS:
