@@ -31,6 +31,10 @@ from vnca_tutorial.evaluate import BoundResult, evaluate_log_px
 from vnca_tutorial.hardware import cpu_description
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pretrained_eval"
+# exported models that do not ship until their whole-test figure is measured (export_pretrained.py
+# --candidate); once it is, move NAME.safetensors and NAME.json into vnca_tutorial/pretrained/ (the shards
+# stay valid: they are tied to the file's sha256)
+CANDIDATES = Path(__file__).resolve().parents[1] / "candidates"
 PROGRESS = Path("runs") / "pretrained_eval"
 
 
@@ -45,9 +49,9 @@ def shard_file(name: str, k: int, shards: int, i: int, results: Path = RESULTS) 
 
 def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int = 8, seed: int = 0,
                    results: Path = RESULTS, progress_dir: Path = PROGRESS, progress: bool = True,
-                   device: str = "cpu") -> dict:
+                   device: str = "cpu", folder: Path | None = None) -> dict:
     """Evaluate shard ``i`` of the test set with the shipped model ``name``; write and return its record."""
-    model = pretrained.load(name, device)
+    model = pretrained.load(name, device, folder)
     test = load_dataset(model.config.dataset, "test")
     images = test.images                                             # the whole split, in order
     batches = shard_batches(-(-len(images) // batch_size), shards, i)
@@ -57,7 +61,7 @@ def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int
     start = time.time()
     log_px = evaluate_log_px(model, images[lo:hi], k=k, batch_size=batch_size, seed=seed, progress=progress,
                              resume_file=resume, first_batch=batches.start)      # (hi - lo,)
-    record = {"name": name, "sha256": pretrained.card(name)["sha256"], "k": k, "batch_size": batch_size,
+    record = {"name": name, "sha256": pretrained.card(name, folder)["sha256"], "k": k, "batch_size": batch_size,
               "seed": seed, "shard": i, "shards": shards, "images": [lo, hi], "n_test": len(images),
               "test_data": source_name(test.source), "seconds": round(time.time() - start, 1),
               "hardware": (torch.cuda.get_device_name() if device.startswith("cuda") else
@@ -69,17 +73,19 @@ def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int
     return record
 
 
-def finished_shards(name: str, k: int, shards: int, results: Path = RESULTS) -> list[dict]:
+def finished_shards(name: str, k: int, shards: int, results: Path = RESULTS,
+                    folder: Path | None = None) -> list[dict]:
     """The records of the shards done so far for the shipped file of ``name`` (others are ignored)."""
-    sha = pretrained.card(name)["sha256"]
+    sha = pretrained.card(name, folder)["sha256"]
     records = [json.loads(p.read_text()) for i in range(shards)
                if (p := shard_file(name, k, shards, i, results)).exists()]
     return [r for r in records if r["sha256"] == sha]
 
 
-def combine(name: str, k: int, shards: int, results: Path = RESULTS) -> tuple[BoundResult, float]:
+def combine(name: str, k: int, shards: int, results: Path = RESULTS,
+            folder: Path | None = None) -> tuple[BoundResult, float]:
     """The bound over the whole test set from all shards, and the seconds they took together."""
-    records = sorted(finished_shards(name, k, shards, results), key=lambda r: r["shard"])
+    records = sorted(finished_shards(name, k, shards, results, folder), key=lambda r: r["shard"])
     missing = sorted(set(range(shards)) - {r["shard"] for r in records})
     if missing:
         raise SystemExit(f"{name}: shards {missing} of {shards} are not done yet; evaluate them with "
@@ -87,43 +93,46 @@ def combine(name: str, k: int, shards: int, results: Path = RESULTS) -> tuple[Bo
     log_px = torch.tensor([v for r in records for v in r["log_px"]], dtype=torch.float64)  # (N,)
     if len(log_px) != records[0]["n_test"]:
         raise SystemExit(f"{name}: the shards hold {len(log_px)} images, the test set {records[0]['n_test']}")
-    model_config = pretrained.card(name)["config"]
+    model_config = pretrained.card(name, folder)["config"]
     n_dims = model_config["image_channels"] * model_config["image_size"] ** 2
     return BoundResult.from_log_px(log_px, n_dims, k), sum(r["seconds"] for r in records)
 
 
-def write_card(name: str, k: int, shards: int, results: Path = RESULTS) -> dict:
+def write_card(name: str, k: int, shards: int, results: Path = RESULTS, folder: Path | None = None) -> dict:
     """Put the whole-test-set bound into the model card (the weights, and so the sha256, stay as they are)."""
-    result, seconds = combine(name, k, shards, results)
-    card = pretrained.card(name)
+    result, seconds = combine(name, k, shards, results, folder)
+    card = pretrained.card(name, folder)
     card["test_bound"] = {**result.as_dict(), "evaluation_seconds": round(seconds, 1)}
     card.setdefault("data", {})["test"] = f"all {result.n_images:,} test images"
-    pretrained.save_card(name, card)
+    pretrained.save_card(name, card, folder)
     return card
 
 
-def write_subset_card(name: str, n: int, k: int = 128, progress_dir: Path = PROGRESS) -> dict:
+def write_subset_card(name: str, n: int, k: int = 128, progress_dir: Path = PROGRESS,
+                      folder: Path | None = None) -> dict:
     """Measure the card's figure on the fixed-seed random subset of ``n`` test images (as `vnca eval
     --pretrained NAME --images n` does) and put it into the card: for models whose whole test set is not
     evaluated yet."""
     from vnca_tutorial.data import subset
     from vnca_tutorial.evaluate import evaluate_bound
-    model = pretrained.load(name)
+    model = pretrained.load(name, folder=folder)
     images = subset(load_dataset(model.config.dataset, "test"), n, seed=0).images
     resume = progress_dir / name / f"k{k}_subset{n}.safetensors"
     resume.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     result = evaluate_bound(model, images, k=k, progress=True, resume_file=resume)
-    card = pretrained.card(name)
+    card = pretrained.card(name, folder)
     card["test_bound"] = {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)}
     card.setdefault("data", {})["test"] = f"a fixed-seed random subset of {n} test images"
-    pretrained.save_card(name, card)
+    pretrained.save_card(name, card, folder)
     return card
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=pretrained.names())
+    p.add_argument("name", choices=sorted(set(pretrained.names()) | set(pretrained.names(CANDIDATES))))
+    p.add_argument("--candidate", action="store_true",
+                   help="the model exported to candidates/ (not shipped until its whole-test figure is in)")
     p.add_argument("--shards", type=int, default=1, help="how many parts the test set is split into")
     p.add_argument("--shard", type=int, nargs="*", default=[], help="evaluate these shards (0-based)")
     p.add_argument("--status", action="store_true", help="list the shards done so far")
@@ -134,24 +143,27 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (on a GPU a shard takes seconds)")
     a = p.parse_args(argv)
+    folder = CANDIDATES if a.candidate else None
+    if a.name not in pretrained.names(folder):
+        p.error(f"{a.name} is {'not a candidate' if a.candidate else 'a candidate, not shipped: add --candidate'}")
     torch.set_num_threads(a.threads)
     if any(not 0 <= i < a.shards for i in a.shard):
         p.error(f"--shard takes numbers from 0 to {a.shards - 1}")
     for i in a.shard:
-        r = evaluate_shard(a.name, i, a.shards, k=a.k, device=a.device)
+        r = evaluate_shard(a.name, i, a.shards, k=a.k, results=RESULTS, device=a.device, folder=folder)
         mean = sum(r["log_px"]) / len(r["log_px"])
         print(f"{a.name} shard {i}/{a.shards}: images {r['images'][0]}-{r['images'][1] - 1}, "
               f"mean {mean:.2f} nats, {r['seconds']:.0f} s", flush=True)
     if a.status:
-        done = finished_shards(a.name, a.k, a.shards)
+        done = finished_shards(a.name, a.k, a.shards, RESULTS, folder)
         n = sum(len(r["log_px"]) for r in done)
         print(f"{a.name}: {len(done)} of {a.shards} shards done ({n} images, "
               f"{sum(r['seconds'] for r in done) / 3600:.2f} hours of evaluation); missing: "
               f"{sorted(set(range(a.shards)) - {r['shard'] for r in done})}")
     if a.card:
-        print(json.dumps(write_card(a.name, a.k, a.shards)["test_bound"], indent=2))
+        print(json.dumps(write_card(a.name, a.k, a.shards, RESULTS, folder)["test_bound"], indent=2))
     if a.subset:
-        print(json.dumps(write_subset_card(a.name, a.subset, a.k)["test_bound"], indent=2))
+        print(json.dumps(write_subset_card(a.name, a.subset, a.k, folder=folder)["test_bound"], indent=2))
 
 
 if __name__ == "__main__":

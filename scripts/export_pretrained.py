@@ -23,6 +23,7 @@ from vnca_tutorial.evaluate import evaluate_bound
 from vnca_tutorial.hardware import cpu_description
 from vnca_tutorial.pretrained import HERE, save_card, sha256
 from vnca_tutorial.pretrained import card as shipped_card
+from evaluate_pretrained import CANDIDATES
 
 # The paper's test figures for the same model family (nats for MNIST, bits/dim for emoji).
 PAPER = {"mnist_doubling": {"nats": -84.23}, "mnist_nondoubling": {"nats": -90.97},
@@ -139,6 +140,9 @@ def main() -> None:
     p.add_argument("--notes", default="")
     p.add_argument("--trained-on", default=None,
                    help="the CPUs training ran on, if not (only) this machine's: it goes into the card")
+    p.add_argument("--candidate", action="store_true",
+                   help="export to candidates/ instead of the package: a model that ships only once its "
+                        "whole-test figure is measured (scripts/evaluate_pretrained.py --candidate)")
     p.add_argument("--best", action="store_true",
                    help="ship the run's best.safetensors (a run of train_pretrained.py --early-stopping): the "
                         "weights of its best validation ELBO, not its last")
@@ -152,7 +156,9 @@ def main() -> None:
     ckpt = run / ("best.safetensors" if a.best else "checkpoint.safetensors")
     meta = read_metadata(ckpt)
     trained = load_model(ckpt).eval()
-    out = HERE / f"{a.name}.safetensors"
+    folder = CANDIDATES if a.candidate else HERE
+    folder.mkdir(exist_ok=True)
+    out = folder / f"{a.name}.safetensors"
     # the shipped model computes in float32 (its card's bound too), whatever precision it was trained in
     save_checkpoint(out, trained, trained.config.replace(bf16=False), int(meta["step"]),
                     weights_dtype=getattr(torch, a.dtype))
@@ -200,7 +206,7 @@ def main() -> None:
         "early_stopping": stopping,
         "notes": a.notes,
     }
-    save_card(a.name, card)
+    save_card(a.name, card, folder)
     print(json.dumps(card["test_bound"], indent=2))
 
 

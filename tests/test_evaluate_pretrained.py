@@ -79,3 +79,30 @@ def test_a_card_without_a_whole_set_figure_says_so_in_its_data_and_notes(name):
     card = pretrained.card(name)
     assert card["test_bound"]["n_images"] < 10_000 and "subset" in card["data"]["test"]
     assert f"{card['test_bound']['n_images']}" in card["data"]["test"]
+
+
+def test_a_candidate_is_evaluated_in_shards_before_it_ships(tiny, tmp_path, monkeypatch, capsys):
+    """A model exported to candidates/ (export_pretrained.py --candidate) is not among the shipped models;
+    its shards and card work as a shipped model's, and the script asks for --candidate for it."""
+    images, results, progress = tiny
+    candidates = tmp_path / "candidates"
+    candidates.mkdir()
+    for suffix in (".safetensors", ".json"):                   # "tiny" moves from the package to candidates/
+        (tmp_path / f"tiny{suffix}").rename(candidates / f"tiny{suffix}")
+    assert pretrained.names() == [] and pretrained.names(candidates) == ["tiny"]
+    with pytest.raises(ValueError, match="no pretrained model 'tiny'"):
+        pretrained.load("tiny")
+    kw = dict(k=3, batch_size=2, results=results, progress_dir=progress, progress=False, folder=candidates)
+    for i in range(2):
+        evaluate_pretrained.evaluate_shard("tiny", i, 2, **kw)
+    card = evaluate_pretrained.write_card("tiny", 3, 2, results, folder=candidates)
+    whole = evaluate_bound(pretrained.load("tiny", folder=candidates), images, k=3, batch_size=2)
+    assert card["test_bound"]["nats"] == pytest.approx(whole.nats, abs=1e-4)
+    assert pretrained.card("tiny", candidates)["test_bound"] == card["test_bound"]
+    monkeypatch.setattr(evaluate_pretrained, "CANDIDATES", candidates)
+    monkeypatch.setattr(evaluate_pretrained, "RESULTS", results)
+    with pytest.raises(SystemExit):
+        evaluate_pretrained.main(["tiny", "--shards", "2", "--status"])
+    assert "add --candidate" in capsys.readouterr().err
+    evaluate_pretrained.main(["tiny", "--candidate", "--shards", "2", "--k", "3", "--status"])
+    assert "2 of 2 shards done" in capsys.readouterr().out

@@ -22,17 +22,21 @@ STUDY = "compute_study.json"        # not a model: it has no weights file, so na
 log = logging.getLogger("vnca_tutorial.pretrained")
 
 
-def names() -> list[str]:
-    """The names of the shipped models (those with both a card and a weights file)."""
-    return sorted(p.stem for p in HERE.glob("*.json") if (HERE / f"{p.stem}.safetensors").exists())
+def names(folder: Path | None = None) -> list[str]:
+    """The names of the shipped models (those with both a card and a weights file). ``folder``: another
+    folder of models in the same layout, e.g. the repository's candidates/ (models exported but not
+    shipped until their whole-test figure is measured: scripts/evaluate_pretrained.py --candidate)."""
+    folder = folder or HERE
+    return sorted(p.stem for p in folder.glob("*.json") if (folder / f"{p.stem}.safetensors").exists())
 
 
-def card(name: str) -> dict:
+def card(name: str, folder: Path | None = None) -> dict:
     """The model card of a shipped model: config, data, updates, wall time, hardware, test figures."""
-    path = HERE / f"{name}.json"
-    if name not in names():
-        raise ValueError(f"no pretrained model {name!r}; the shipped models are: "
-                         f"{', '.join(names()) or 'none'}")
+    folder = folder or HERE
+    path = folder / f"{name}.json"
+    if name not in names(folder):
+        raise ValueError(f"no pretrained model {name!r}; the {'shipped' if folder == HERE else folder} models "
+                         f"are: {', '.join(names(folder)) or 'none'}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -47,9 +51,9 @@ def compute_study() -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def save_card(name: str, model_card: dict) -> Path:
+def save_card(name: str, model_card: dict, folder: Path | None = None) -> Path:
     """Write the model card of ``name`` atomically (for the maintainers' export and evaluation scripts)."""
-    path = HERE / f"{name}.json"
+    path = (folder or HERE) / f"{name}.json"
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(model_card, indent=2)))
     return path
 
@@ -62,10 +66,10 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(name: str) -> Path:
+def verify(name: str, folder: Path | None = None) -> Path:
     """The weights file of ``name`` after checking its sha256 against the card; CheckpointError if not."""
-    path = HERE / f"{name}.safetensors"
-    expected = card(name).get("sha256")
+    path = (folder or HERE) / f"{name}.safetensors"
+    expected = card(name, folder).get("sha256")
     actual = sha256(path)
     if actual != expected:
         raise CheckpointError(f"{path} is corrupt or was changed: its sha256 is {actual}, the model "
@@ -73,9 +77,10 @@ def verify(name: str) -> Path:
     return path
 
 
-def load(name: str, device: str = "cpu"):
+def load(name: str, device: str = "cpu", folder: Path | None = None):
     """The shipped model ``name``, verified and in eval mode."""
-    model = load_model(verify(name), expected_preset=card(name)["config"]["name"], map_location=device)
+    model = load_model(verify(name, folder), expected_preset=card(name, folder)["config"]["name"],
+                       map_location=device)
     return model.eval()
 
 
