@@ -151,6 +151,9 @@ def cli(tmp_path_factory):
         ("train", [*train, "--updates", "3"]),
         ("train_again", [*train, "--updates", "3"]),                     # exists: needs --resume
         ("resume", [*train, "--updates", "4", "--resume"]),
+        ("train_early_stopping", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "es_run"),
+                                  "--updates", "4", "--eval-every", "2", "--threads", "1", "--early-stopping",
+                                  *TINY_DOUBLING]),
         ("eval", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--json", p["json"], "--threads", "1"]),
         *[(f"eval_resumable_{i}", ["eval", "--checkpoint", ck, "--k", "4", "--images", "8", "--threads", "1",
                                    "--resume-file", p["progress"]]) for i in (1, 2)],
@@ -296,6 +299,18 @@ def test_train_writes_a_checkpoint_and_resumes(cli):
     assert r["rc"] == 0 and "update 4" in r["stdout"], r["stderr"]
     rows = (cli["run"] / "metrics.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows] == ["step", "1", "2", "3", "4"]
+
+
+def test_train_with_early_stopping_holds_out_valid_and_keeps_the_best_weights(cli):
+    r = cli["r"]["train_early_stopping"]
+    assert r["rc"] == 0, r["stderr"]
+    assert re.search(r"on 24 images \(.*\[train\]\); validation: .*\[valid\]", r["stderr"]), r["stderr"]
+    run = cli["run"].parent / "es_run"
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    elbos = {int(row[0]): float(row[4]) for row in rows if row[4]}
+    assert sorted(elbos) == [2, 4]
+    best = load_checkpoint(run / "best.safetensors")[2]
+    assert int(best["step"]) == max(elbos, key=elbos.get)
 
 
 def test_eval_prints_finite_nats_and_bpd(cli):

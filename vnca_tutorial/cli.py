@@ -359,6 +359,15 @@ def _write_animation(frames: list, out: Path, fps: float) -> Path:
     return _write(out, "the video", write)
 
 
+def _training_splits(dataset: str, early_stopping: bool) -> tuple[str, str]:
+    """(training split, validation split) of `vnca train`: the paper's training images and a random subset
+    of the test split to monitor; with --early-stopping the validation images are held out of training
+    and chosen from (binarized MNIST: valid, Noto emoji: a tenth of train, CelebA: its valid partition)."""
+    if early_stopping:
+        return ("fit" if dataset == "noto_emoji" else "train"), "valid"
+    return ("trainval" if dataset == "binarized_mnist" else "train"), "test"
+
+
 # --------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
     from .train import CHECKPOINT, TrainSettings, train
@@ -381,9 +390,9 @@ def cmd_train(args) -> int:
                            f"--preset {saved} or choose another --run-dir")
     elif args.resume:
         log.info("no checkpoint in %s yet: starting a new run", run_dir)
-    images, source = _load_split(config, "trainval" if config.dataset == "binarized_mnist" else "train",
-                                 args.data_dir)
-    val, val_source = _load_split(config, "test", args.data_dir)
+    train_split, val_split = _training_splits(config.dataset, args.early_stopping)
+    images, source = _load_split(config, train_split, args.data_dir)
+    val, val_source = _load_split(config, val_split, args.data_dir)
     _check_images_fit(images, config, "training")
     global_batch = config.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     if len(images) < global_batch:
@@ -393,7 +402,7 @@ def cmd_train(args) -> int:
     settings = TrainSettings(run_dir=str(run_dir), n_updates=args.updates, checkpoint_every=args.checkpoint_every,
                              eval_every=args.eval_every, eval_images=args.eval_images, seed=args.seed,
                              device=device, resume=args.resume, progress=not args.quiet,
-                             max_minutes=args.max_minutes)
+                             max_minutes=args.max_minutes, keep_best=args.early_stopping)
     _, history = train(config, images, settings, val_images=val)
     if int(os.environ.get("RANK", "0")) == 0:
         last = history[-1] if history else None
@@ -613,7 +622,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--eval-every", type=positive_int, default=500, metavar="N",
                    help="updates between validation ELBOs and image grids (default: 500)")
     p.add_argument("--eval-images", type=positive_int, default=256, metavar="N",
-                   help="size of the (random, fixed) validation subset of the test split (default: 256)")
+                   help="size of the (random, fixed) validation subset of the test split, or of the valid "
+                        "split with --early-stopping (default: 256)")
+    p.add_argument("--early-stopping", action="store_true",
+                   help="hold the validation images out of training (MNIST: valid; emoji: a tenth of train), "
+                        "validate on them and keep the weights of the best ELBO in RUN_DIR/best.safetensors")
     p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                    help="stop with a checkpoint after this much wall time (resume to continue)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
