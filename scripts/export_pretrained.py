@@ -140,6 +140,8 @@ def main() -> None:
     p.add_argument("--notes", default="")
     p.add_argument("--trained-on", default=None,
                    help="the CPUs training ran on, if not (only) this machine's: it goes into the card")
+    p.add_argument("--training-precision", default=None, metavar="TEXT",
+                   help="the card's training precision when phases differed (default: the last phase's)")
     p.add_argument("--candidate", action="store_true",
                    help="export to candidates/ instead of the package: a model that ships only once its "
                         "whole-test figure is measured (scripts/evaluate_pretrained.py --candidate)")
@@ -195,7 +197,8 @@ def main() -> None:
         if len(phases) > 1 else None,
         "train_wall_time_hours": round(float(rows[-1]["seconds"]) / 3600, 2) if rows else None,
         "hardware": a.trained_on or f"{cpu_description()}, one torch thread per process",
-        "precision": {"training": "bf16 autocast (update network)" if trained.config.bf16 else "float32",
+        "precision": {"training": a.training_precision or ("bf16 autocast (update network)" if trained.config.bf16
+                                                           else "float32"),
                       "evaluation": "float32"},
         "test_bound": {**result.as_dict(), "evaluation_seconds": round(time.time() - start, 1)},
         "paper": PAPER.get(paper_family(model.config)),

@@ -73,6 +73,18 @@ phases; the whole-test bound in shards, as for the other models):
         --earlier-phase scripts/resume/noto_doubling_small_phase2:2300
     python scripts/evaluate_pretrained.py noto_doubling_small --shards 4 --shard I   # I = 0..3, then --card
 
+Phase 4 (session 14, an Intel Xeon with AMX: bf16 autocast, about 1 s per update) starts again from the
+shipped weights (phase 1), with a validation split carved from the training emoji (train on fit, 2,391;
+stop on valid, 265: --early-stopping keeps the best weights in best.safetensors) and left-right mirroring
+of half the training images (hflip); 600 updates at lr 1e-3, then 3e-4:
+    python scripts/train_pretrained.py noto_doubling_small --threads 1 --updates 1000 --eval-every 250 \
+        --early-stopping --set hflip=true --run-dir runs/pretrained/noto_doubling_small_phase4 \
+        --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors           # (stopped at 600)
+    python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 120 --eval-every 250 \
+        --early-stopping --set hflip=true lr=3e-4 --run-dir runs/pretrained/noto_doubling_small_phase4
+Its curve, config and best weights are kept in scripts/resume/noto_doubling_small_phase4
+(phase 3's weights, superseded, are in the history: git show 54fcf90:scripts/resume/...).
+
 The baseline is trained for as many updates as the doubling model it is compared with (2,121):
     python scripts/train_pretrained.py mnist_baseline_small --threads 1 --updates 2121 --eval-every 250
 and, for the wide model (1,327 updates in phase 1 and 7,000 in phase 2), a second one for 8,327:
