@@ -62,12 +62,13 @@ started from its weights at update 2,300 with a new optimizer: 1,300 updates at 
         --run-dir runs/pretrained/noto_doubling_small_phase3
 It overfits the 2,656 training emoji: at its end the ELBO is 3.44 bits/dim on training emoji and 3.85 on
 the test emoji (benchmarks/train_test_gap.py), and the logged test-subset ELBO got worse at 1e-4. A next
-phase needs a validation split carved from the training emoji to stop on (not the test emoji). Phase 3's
-weights and curve are scripts/resume/noto_doubling_small_weights; to export them (the card counts all three
-phases; the whole-test bound in shards, as for the other models):
+phase needs a validation split carved from the training emoji to stop on (not the test emoji): phase 4.
+Phase 3's weights and curve were scripts/resume/noto_doubling_small_weights until phase 4 took that folder
+(session 14); they are in the history. To export them (the card counts all three phases; the whole-test
+bound in shards, as for the other models):
     mkdir -p runs/pretrained/noto_doubling_small          # (move any older run of that name away first)
-    cp scripts/resume/noto_doubling_small_weights/{checkpoint.safetensors,metrics.csv} \
-        runs/pretrained/noto_doubling_small/
+    for f in checkpoint.safetensors metrics.csv; do git show \
+        54fcf90:scripts/resume/noto_doubling_small_weights/$f > runs/pretrained/noto_doubling_small/$f; done
     python scripts/export_pretrained.py noto_doubling_small --dtype float16 --images 64 \
         --earlier-phase card:noto_doubling_small \
         --earlier-phase scripts/resume/noto_doubling_small_phase2:2300
@@ -82,8 +83,8 @@ of half the training images (hflip); 600 updates at lr 1e-3, then 3e-4:
         --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors           # (stopped at 600)
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 120 --eval-every 250 \
         --early-stopping --set hflip=true lr=3e-4 --run-dir runs/pretrained/noto_doubling_small_phase4
-Its curve, config and best weights are kept in scripts/resume/noto_doubling_small_phase4
-(phase 3's weights, superseded, are in the history: git show 54fcf90:scripts/resume/...).
+Its weights (the best on valid) and curve are kept in scripts/resume/noto_doubling_small_weights; a next
+phase starts from them (--init-from .../checkpoint.safetensors).
 
 The baseline is trained for as many updates as the doubling model it is compared with (2,121):
     python scripts/train_pretrained.py mnist_baseline_small --threads 1 --updates 2121 --eval-every 250

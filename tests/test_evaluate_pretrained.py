@@ -106,3 +106,14 @@ def test_a_candidate_is_evaluated_in_shards_before_it_ships(tiny, tmp_path, monk
     assert "add --candidate" in capsys.readouterr().err
     evaluate_pretrained.main(["tiny", "--candidate", "--shards", "2", "--k", "3", "--status"])
     assert "2 of 2 shards done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", pretrained.names(evaluate_pretrained.CANDIDATES))
+def test_a_committed_candidate_is_the_file_its_card_describes_and_not_shipped(name):
+    card = pretrained.card(name, evaluate_pretrained.CANDIDATES)
+    assert card["sha256"] == pretrained.sha256(evaluate_pretrained.CANDIDATES / f"{name}.safetensors")
+    assert name not in pretrained.names()                      # it is not in the package
+    n = card["test_bound"]["n_images"]
+    assert (f"{n:,}" in card["data"]["test"]) or (str(n) in card["data"]["test"])
+    model = pretrained.load(name, folder=evaluate_pretrained.CANDIDATES)
+    assert model.n_parameters() == card["parameters"] and model.config.bf16 is False
