@@ -77,12 +77,17 @@ bound in shards, as for the other models):
 Phase 4 (session 14, an Intel Xeon with AMX: bf16 autocast, about 1 s per update) starts again from the
 shipped weights (phase 1), with a validation split carved from the training emoji (train on fit, 2,391;
 stop on valid, 265: --early-stopping keeps the best weights in best.safetensors) and left-right mirroring
-of half the training images (hflip); 600 updates at lr 1e-3, then 3e-4:
+of half the training images (hflip); 600 updates at lr 1e-3, then 3e-4, then from 4,800 (the validation ELBO
+had stopped improving) 1e-4:
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --updates 1000 --eval-every 250 \
         --early-stopping --set hflip=true --run-dir runs/pretrained/noto_doubling_small_phase4 \
         --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors           # (stopped at 600)
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 120 --eval-every 250 \
         --early-stopping --set hflip=true lr=3e-4 --run-dir runs/pretrained/noto_doubling_small_phase4
+                                                                                  # (stopped at 4,800)
+    python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 26 --eval-every 250 \
+        --early-stopping --set hflip=true lr=1e-4 --run-dir runs/pretrained/noto_doubling_small_phase4
+                                                          # (stopped at 5,900; best: update 5,250)
 Its weights (the best on valid) and curve are kept in scripts/resume/noto_doubling_small_weights; a next
 phase starts from them (--init-from .../checkpoint.safetensors).
 
