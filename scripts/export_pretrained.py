@@ -22,6 +22,7 @@ from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.evaluate import evaluate_bound
 from vnca_tutorial.hardware import cpu_description
 from vnca_tutorial.pretrained import HERE, save_card, sha256
+from vnca_tutorial.train import BEST, CHECKPOINT
 from vnca_tutorial.pretrained import card as shipped_card
 from evaluate_pretrained import CANDIDATES
 
@@ -97,7 +98,7 @@ def early_stopped(run: Path, offset_updates: int, offset_seconds: float) -> tupl
     best.safetensors, and what the card says about the stopping: the run's validation curve, whose ELBOs
     are on held-out training images (the valid split) and so are kept out of the card's training curve
     of test-subset ELBOs. ``offset_*``: the updates and seconds of the phases before it."""
-    best = int(read_metadata(run / "best.safetensors")["step"])
+    best = int(read_metadata(run / BEST)["step"])
     whole = read_phase(run)
     phase = read_phase(f"{run}:{best}")
     curve = [[int(r["step"]) + offset_updates, round((float(r["seconds"]) + offset_seconds) / 3600, 3),
@@ -155,7 +156,7 @@ def main() -> None:
                         "card records (a phase without a curve)")
     a = p.parse_args()
     run = Path("runs/pretrained") / a.name
-    ckpt = run / ("best.safetensors" if a.best else "checkpoint.safetensors")
+    ckpt = run / (BEST if a.best else CHECKPOINT)
     meta = read_metadata(ckpt)
     trained = load_model(ckpt).eval()
     folder = CANDIDATES if a.candidate else HERE

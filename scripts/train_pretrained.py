@@ -111,7 +111,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vnca_tutorial.cli import CLIError, apply_precision, parse_overrides
+from vnca_tutorial.cli import CLIError, apply_precision, parse_overrides, training_splits
 from vnca_tutorial.config import get_preset
 from vnca_tutorial.data import load_dataset
 from vnca_tutorial.hardware import PRECISIONS
@@ -231,14 +231,10 @@ def main() -> None:
         return
     if a.run_dir is None:                  # the resume point belongs to the shipped run, not to ablations
         restore_resume_point(RESUME / a.name, run_dir)
-    dataset = config.dataset
-    mnist = dataset == "binarized_mnist"
-    if a.early_stopping:       # stop on held-out training images, never on the test split
-        data = load_dataset(dataset, "train" if mnist else "fit")
-        val = load_dataset(dataset, "valid")
-    else:
-        data = load_dataset(dataset, "trainval" if mnist else "train")   # MNIST: train + valid, as the paper
-        val = load_dataset(dataset, "test")                              # a fixed random subset: the curve
+    mnist = config.dataset == "binarized_mnist"
+    # MNIST: train + valid, as the paper; --early-stopping: stop on held-out training images (never test)
+    train_split, val_split = training_splits(config.dataset, a.early_stopping)
+    data, val = load_dataset(config.dataset, train_split), load_dataset(config.dataset, val_split)
     eval_images = len(val) if a.early_stopping else 512 if mnist else 64
     settings = TrainSettings(run_dir=str(run_dir), checkpoint_every=50, eval_every=a.eval_every,
                              n_updates=a.updates, eval_images=eval_images, resume=True,

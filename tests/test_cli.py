@@ -29,6 +29,8 @@ from helpers import write_tiny_mnist
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4"]
 TINY_DOUBLING = ["--set", *TINY, "n_blocks=1", "steps_per_stage=2"]      # 15 states
+TINY_CELEBA = ["--set", "z_dim=16", "hidden=8", "encoder_channels=4", "batch_size=4", "n_blocks=1",
+               "steps_per_stage=1"]
 TINY_NONDOUBLING = ["--set", *TINY, "min_steps=2", "max_steps=4", "pool_size=8"]
 
 T = ["train", "--preset", "mnist_doubling_cpu"]
@@ -171,29 +173,30 @@ def cli(tmp_path_factory):
         # CelebA is read lazily, image by image (RGB, discretized logistic likelihood)
         ("celeba_train", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "celeba_run"),
                           "--data-dir", str(tmp / "celeba_root"), "--updates", "1", "--eval-every", "1",
-                          "--threads", "1", "--set", "z_dim=16", "hidden=8", "encoder_channels=4", "batch_size=4",
-                          "n_blocks=1", "steps_per_stage=1"]),
+                          "--threads", "1", *TINY_CELEBA]),
         ("celeba_eval", ["eval", "--checkpoint", str(tmp / "celeba_run" / "checkpoint.safetensors"), "--data-dir",
                          str(tmp / "celeba_root"), "--k", "2", "--images", "2"]),
-        # bad input: one line on stderr, no traceback
+        # bad input: one line on stderr, no traceback (data mistakes at tiny sizes: the memory guess comes
+        # first, and must not answer instead on a machine with little free memory)
         ("missing_checkpoint", ["eval", "--checkpoint", str(tmp / "nope.safetensors")]),
         ("corrupt_checkpoint", ["sample", "--checkpoint", str(tmp / "garbage.safetensors")]),
         ("truncated_checkpoint", ["grow", "--checkpoint", p["trunc"]],
          f"d = open({ck!r}, 'rb').read(); open({p['trunc']!r}, 'wb').write(d[:len(d) // 2])"),
         ("checkpoint_of_other_preset", ["sample", "--checkpoint", ck, "--preset", "mnist_nondoubling_cpu"]),
         ("resume_other_preset", ["train", "--preset", "mnist_nondoubling_cpu", "--run-dir", str(run),
-                                 "--resume", "--updates", "5"]),
+                                 "--resume", "--updates", "5", *TINY_NONDOUBLING]),
         ("unknown_preset", ["train", "--preset", "mnist_doubling_gpu"]),
         ("unknown_preset_sample", ["sample", "--preset", "nope"]),
-        ("empty_data_env", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r1")],
+        ("empty_data_env", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r1"), *TINY_DOUBLING],
          "", {"VNCA_DATA_DIR": str(tmp / "empty")}),
         ("empty_data_dir", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r2"),
-                            "--data-dir", str(tmp / "empty")]),
-        ("celeba_without_data_dir", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "r3")]),
+                            "--data-dir", str(tmp / "empty"), *TINY_DOUBLING]),
+        ("celeba_without_data_dir", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "r3"),
+                                     *TINY_CELEBA]),
         ("image_size", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r4"),
                         "--set", "image_size=30"]),
         ("image_size_vs_data", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r5"),
-                                "--set", "image_size=64", "n_doublings=5"]),
+                                *TINY_DOUBLING, "image_size=64", "n_doublings=5"]),
         ("set_unknown_key", ["train", "--preset", "mnist_doubling_cpu", "--set", "zdim=8"]),
         ("set_bad_value", ["train", "--preset", "mnist_doubling_cpu", "--set", "z_dim=eight"]),
         ("set_p_update", ["train", "--preset", "mnist_nondoubling_cpu", "--set", "p_update=1.5"]),
@@ -231,7 +234,8 @@ def cli(tmp_path_factory):
          "import sys, vnca_tutorial\nsys.modules['vnca_tutorial.pretrained'] = None\n"
          "vnca_tutorial.__dict__.pop('pretrained', None)"),
         # a truncated download (last: it patches the data module for the rest of the driver)
-        ("truncated_download", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r7")],
+        ("truncated_download", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r7"),
+                                *TINY_DOUBLING],
          "import io, pathlib, vnca_tutorial.data as d\n"
          "d._open_url = lambda url, timeout: io.BytesIO(b'the first bytes of a file')",
          {"VNCA_DATA_DIR": None}),
@@ -503,3 +507,4 @@ def test_real_entry_points(tmp_path):
         assert_error({"rc": proc.returncode, "stdout": out, "stderr": err}, needle)
     if not script:
         pytest.skip("the vnca console script is not installed (pip install -e .)")
+

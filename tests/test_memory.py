@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vnca_tutorial.config import get_preset
-from vnca_tutorial.memory import (FLOAT, GiB, grid_cells, growth_bytes, n_parameters, too_large,
+from vnca_tutorial.memory import (FLOAT, GiB, available_bytes, grid_cells, growth_bytes, n_parameters, too_large,
                                   training_bytes)
 from vnca_tutorial.model import build_model
 
@@ -40,3 +40,31 @@ def test_too_large_says_how_much_and_what_to_do():
     message = too_large(3 * GiB, "training 'm'", "choose a smaller batch_size", available=2 * GiB)
     assert message == ("training 'm' needs about 3.0 GiB of memory, and this machine has 2.0 GiB free; "
                        "choose a smaller batch_size")
+
+
+MEMINFO = "MemTotal:       24000000 kB\nMemFree:          400000 kB\nMemAvailable:   20000000 kB\n"
+
+
+def test_available_memory_counts_the_page_cache_the_kernel_can_drop(tmp_path):
+    """MemAvailable, not MemFree: a CI machine reported 0.4 GiB "free" and `vnca train` refused to start.
+    Measured here: reading a 6 GB virtual environment dropped the free pages from 21 to 8.5 GiB (page
+    cache) while MemAvailable stayed at 17.3 GiB."""
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    no_cgroup = str(tmp_path / "no_cgroup")
+    assert available_bytes(str(tmp_path / "meminfo"), no_cgroup) == 20000000 * 1024
+
+
+def test_available_memory_is_capped_by_a_cgroup_limit(tmp_path):
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.stat").write_text("anon 1073741824\nfile 5368709120\n")  # 1 GiB held, 5 GiB cache
+    (cgroup / "memory.max").write_text("4294967296\n")                       # a 4 GiB container
+    assert available_bytes(str(tmp_path / "meminfo"), str(cgroup)) == 3 * GiB
+    (cgroup / "memory.max").write_text("max\n")                              # no limit
+    assert available_bytes(str(tmp_path / "meminfo"), str(cgroup)) == 20000000 * 1024
+
+
+def test_available_memory_without_meminfo_falls_back_to_sysconf(tmp_path):
+    got = available_bytes(str(tmp_path / "missing"), str(tmp_path / "missing_cgroup"))
+    assert got is None or got > 0

@@ -359,7 +359,7 @@ def _write_animation(frames: list, out: Path, fps: float) -> Path:
     return _write(out, "the video", write)
 
 
-def _training_splits(dataset: str, early_stopping: bool) -> tuple[str, str]:
+def training_splits(dataset: str, early_stopping: bool) -> tuple[str, str]:
     """(training split, validation split) of `vnca train`: the paper's training images and a random subset
     of the test split to monitor; with --early-stopping the validation images are held out of training
     and chosen from (binarized MNIST: valid, Noto emoji: a tenth of train, CelebA: its valid partition)."""
@@ -373,7 +373,7 @@ def cmd_train(args) -> int:
     from .train import CHECKPOINT, TrainSettings, train
     device = _device(args.device)
     config, precision = apply_precision(_config(args.preset, args.set), args.precision, args.set, device)
-    from .memory import training_bytes
+    from .memory import training_bytes                   # before any work
     _check_memory(training_bytes(config), f"training {config.name!r}",
                   "choose a smaller batch_size, z_dim, hidden or number of steps with --set, or "
                   "--set checkpointing=true")
@@ -390,7 +390,7 @@ def cmd_train(args) -> int:
                            f"--preset {saved} or choose another --run-dir")
     elif args.resume:
         log.info("no checkpoint in %s yet: starting a new run", run_dir)
-    train_split, val_split = _training_splits(config.dataset, args.early_stopping)
+    train_split, val_split = training_splits(config.dataset, args.early_stopping)
     images, source = _load_split(config, train_split, args.data_dir)
     val, val_source = _load_split(config, val_split, args.data_dir)
     _check_images_fit(images, config, "training")

@@ -8,6 +8,7 @@ states a growth keeps. They are lower bounds to within a small factor, not exact
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -17,11 +18,46 @@ FLOAT = 4           # bytes of a float32
 GiB = 2 ** 30
 
 
-def available_bytes() -> int | None:
-    """Memory this machine has free now (None where the OS does not say)."""
+def available_bytes(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """Memory a new task can have now, in bytes (None where the OS does not say).
+
+    Linux: the kernel's ``MemAvailable`` (free memory plus the page cache it can drop), not ``MemFree``: after
+    installing PyTorch or reading a dataset the page cache fills the RAM, and MemFree falls to a few hundred
+    MB of a machine that has 20 GB to give. Inside a container with a cgroup (v2) limit, at most that limit
+    less the memory its processes hold. Elsewhere (macOS) the free pages ``sysconf`` reports.
+    """
+    available = _meminfo_bytes(meminfo, "MemAvailable")
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    limit = _cgroup_room(Path(cgroup))
+    return available if limit is None else min(available, limit)
+
+
+def _meminfo_bytes(meminfo: str, field: str) -> int | None:
+    """One ``kB`` field of /proc/meminfo, in bytes (None if the file or the field is missing)."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        for line in Path(meminfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == field:
+                return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room(cgroup: Path) -> int | None:
+    """A cgroup v2 ``memory.max`` less the anonymous memory its processes hold (page cache is reclaimable);
+    None without a limit."""
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+        return max(int(limit) - int(stat.get("anon", 0)), 0)
+    except (OSError, ValueError):
         return None
 
 
