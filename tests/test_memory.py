@@ -38,7 +38,7 @@ def test_training_grows_with_the_batch_and_shrinks_with_checkpointing():
 def test_too_large_says_how_much_and_what_to_do():
     assert too_large(GiB, "x", "hint", available=2 * GiB) is None
     message = too_large(3 * GiB, "training 'm'", "choose a smaller batch_size", available=2 * GiB)
-    assert message == ("training 'm' needs about 3.0 GiB of memory, and this machine has 2.0 GiB free; "
+    assert message == ("training 'm' needs about 3.0 GiB of memory, and this machine has 2.0 GiB available; "
                        "choose a smaller batch_size")
 
 

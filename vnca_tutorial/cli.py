@@ -269,7 +269,7 @@ def _model(args, allow_untrained: bool):
 
 
 def _check_memory(need: int, what: str, hint: str) -> None:
-    """Refuse, before allocating, a task that cannot fit in the memory free now."""
+    """Refuse, before allocating, a task that cannot fit in the memory available now."""
     from .memory import too_large
     message = too_large(need, what, hint)
     if message:

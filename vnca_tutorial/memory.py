@@ -116,9 +116,9 @@ def iwae_bytes(config: ModelConfig, k: int, batch_size: int) -> int:
 
 
 def too_large(need: int, what: str, hint: str, available: int | None = None) -> str | None:
-    """A message if ``need`` bytes exceed the memory free now (None if it fits, or nothing is known)."""
+    """A message if ``need`` bytes exceed the memory available now (None if it fits, or nothing is known)."""
     available = available_bytes() if available is None else available
     if available is None or need <= available:
         return None
     return (f"{what} needs about {need / GiB:,.1f} GiB of memory, and this machine has "
-            f"{available / GiB:,.1f} GiB free; {hint}")
+            f"{available / GiB:,.1f} GiB available; {hint}")
