@@ -134,7 +134,7 @@ def plot_learning_curves(cards: dict[str, dict]):
                 ax.axhline(paper, color=f"C{i}", ls="--", lw=1, label=f"paper ({paper} nats)")
     for ax, label in zip(axes, ("training update", "hours of training (wall time)")):
         ax.set_xlabel(label)
-        ax.set_ylabel("validation ELBO (nats per digit)")
+        ax.set_ylabel("ELBO on held-out digits (nats per digit)")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     return fig
