@@ -31,6 +31,7 @@ shipped config's p_update 0.5 and T in [32, 64]):
         --init-from runs/pretrained/mnist_nondoubling_small_phase4/checkpoint.safetensors  # (PU5 at 1,600)
     python scripts/train_pretrained.py mnist_nondoubling_small --threads 1 --minutes 100 \
         --init-from scripts/resume/probe_async_pu5/weights.safetensors      # PU5's weights at update 1,600
+        # (in the history, not the tree: scripts/resume/probe_async_pu5/README.md says how to get them)
     python scripts/train_pretrained.py mnist_nondoubling_small --threads 2    # resumes the last phase
 
 The wide doubling model (issue 19) continues chapter 10's compute-study run (1,327 updates on the

@@ -167,3 +167,13 @@ def test_console_scripts_resolve(installed, smoke):
     assert smoke["scripts"] == {name: "callable" for name in declared}
     for name in declared:
         assert (python.parent / name).is_file()
+
+
+def test_the_working_tree_fits_what_a_gpu_run_carries():
+    """The lent GPU machine receives a copy of the tracked files, at most 64 MiB in all (a run that needs a
+    GPU must not find the tree too large): large files (resume points, weights) count against it."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist)")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    sizes = [(ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file()]
+    assert sum(sizes) < 64 * 2 ** 20, f"{sum(sizes) / 2 ** 20:.1f} MiB tracked"

@@ -195,3 +195,10 @@ def test_the_shipped_compute_study_is_consistent_and_not_a_model(tmp_path, monke
         assert [p[0] for p in row["curve"]] == sorted(p[0] for p in row["curve"])
     monkeypatch.setattr(pretrained, "HERE", tmp_path)
     assert pretrained.compute_study() is None                     # an installation without the study
+
+
+
+def test_shipped_weights_stay_under_20_mb():
+    """Issue 19: the package's weights stay under 20 MB in all (a wheel readers download)."""
+    shipped = sum(p.stat().st_size for p in pretrained.HERE.glob("*.safetensors"))
+    assert 0 < shipped < 20e6, f"{shipped / 1e6:.2f} MB of weights in {pretrained.HERE}"
