@@ -8,6 +8,7 @@ import torch
 
 from vnca_tutorial import pretrained
 from vnca_tutorial.data import ImageData
+from vnca_tutorial.checkpoint import save_checkpoint
 from vnca_tutorial.evaluate import evaluate_bound
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -117,3 +118,48 @@ def test_a_committed_candidate_is_the_file_its_card_describes_and_not_shipped(na
     assert (f"{n:,}" in card["data"]["test"]) or (str(n) in card["data"]["test"])
     model = pretrained.load(name, folder=evaluate_pretrained.CANDIDATES)
     assert model.n_parameters() == card["parameters"] and model.config.bf16 is False
+
+
+def test_store_float16_rounds_the_weights_and_measures_the_card_again(tiny, monkeypatch):
+    import store_float16
+    images, results, _ = tiny
+    path = pretrained.HERE / "tiny.safetensors"
+    with torch.no_grad():                                   # weights that float16 really rounds
+        model = pretrained.load("tiny")
+        for t in model.parameters():
+            t.add_(torch.randn_like(t) * 0.1)
+    save_checkpoint(path, model, model.config, step=1)
+    old_sha = pretrained.sha256(path)
+    card = {**pretrained.card("tiny"), "sha256": old_sha, "stored_dtype": "float32",
+            "test_bound": {"nats": -1.0, "k": 3, "n_images": 5}}
+    pretrained.save_card("tiny", card)
+    (results / "tiny").mkdir(parents=True)
+    for i, sha in enumerate([old_sha, "0" * 64]):           # a shard of these weights, one of others
+        (results / "tiny" / f"k3_shard0{i}_of02.json").write_text(json.dumps({"sha256": sha}))
+    monkeypatch.setattr(store_float16, "RESULTS", results)
+    monkeypatch.chdir(results.parent)                       # its progress file goes to ./runs/
+    size = path.stat().st_size
+    store_float16.main(["tiny"])
+    after = pretrained.card("tiny")
+    assert after["stored_dtype"] == "float16" and after["sha256"] == pretrained.sha256(path) != old_sha
+    assert path.stat().st_size < 0.6 * size
+    assert after["float32_test_bound"] == {"nats": -1.0, "k": 3, "n_images": 5, "sha256": old_sha}
+    rounded = pretrained.load("tiny")
+    for kept, original in zip(rounded.parameters(), model.parameters()):
+        assert torch.equal(kept, original.half().float())
+    from vnca_tutorial.data import subset
+    five = subset(ImageData(images=images, labels=None, source="x", comparable_with_paper=False), 5, seed=0).images
+    assert after["test_bound"]["nats"] == pytest.approx(evaluate_bound(rounded, five, k=3).nats, abs=1e-4)
+    assert [p.name for p in (results / "tiny").iterdir()] == ["k3_shard01_of02.json"]
+    assert (results / "retired" / f"tiny_{old_sha[:8]}" / "k3_shard00_of02.json").exists()
+    store_float16.main(["tiny"])                            # again: nothing rounded twice, nothing lost
+    assert pretrained.card("tiny")["sha256"] == after["sha256"]
+
+
+def test_store_float16_refuses_a_whole_test_card(tiny, capsys):
+    import store_float16
+    pretrained.save_card("tiny", {**pretrained.card("tiny"), "stored_dtype": "float32",
+                                  "test_bound": {"nats": -1.0, "k": 3, "n_images": 11}})
+    with pytest.raises(SystemExit):
+        store_float16.main(["tiny"])
+    assert "whole-test figure" in capsys.readouterr().err

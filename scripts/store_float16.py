@@ -1,0 +1,76 @@
+"""Store a shipped model's weights in float16 (half the bytes) and measure its card's figures again on them.
+
+    python scripts/store_float16.py mnist_nondoubling_small --threads 2
+
+The model still computes in float32: only the stored weights are rounded. So the figures of the card are
+measured again on the file that now ships: the k = 128 bound on the card's fixed-seed random test subset
+(scripts/evaluate_pretrained.py --subset), and, for a model whose card has them, the attractor figures
+(benchmarks/attractors.py --card). The float32 figure stays in the card under ``float32_test_bound``; the
+whole-test shards measured on the float32 file move to benchmarks/results/pretrained_eval/retired/ (they
+are tied to its sha256). Resumable: after an interruption, run the same command again.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from vnca_tutorial import pretrained
+from vnca_tutorial.checkpoint import load_model, read_metadata, save_checkpoint
+import evaluate_pretrained
+from evaluate_pretrained import RESULTS, write_subset_card
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def round_weights(name: str, folder: Path | None = None) -> dict:
+    """Rewrite ``name``'s weights in float16 and point its card at the new file; the card as it was."""
+    path = pretrained.verify(name, folder)
+    model = load_model(path)
+    save_checkpoint(path, model, model.config, int(read_metadata(path)["step"]), weights_dtype=torch.float16)
+    rounded = load_model(path)
+    if not all(torch.isfinite(t).all() for t in rounded.state_dict().values()):
+        raise SystemExit(f"{path}: weights overflow float16")   # (the float32 file is gone: git restores it)
+    before = pretrained.card(name, folder)
+    card = {**before, "sha256": pretrained.sha256(path), "stored_dtype": "float16",
+            "float32_test_bound": {**before["test_bound"], "sha256": before["sha256"]}}
+    pretrained.save_card(name, card, folder)
+    return before
+
+
+def retire_shards(name: str, sha256: str, results: Path | None = None) -> None:
+    """Move the whole-test shards of the file with ``sha256`` out of the way (they do not describe it now)."""
+    results = results or RESULTS
+    retired = results / "retired" / f"{name}_{sha256[:8]}"
+    for shard in sorted((results / name).glob("k*_shard*.json")):
+        if f'"sha256": "{sha256}"' in shard.read_text():
+            retired.mkdir(parents=True, exist_ok=True)
+            shutil.move(shard, retired / shard.name)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=pretrained.names())
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    card = pretrained.card(a.name)
+    if card["test_bound"]["n_images"] >= len(evaluate_pretrained.load_dataset(card["config"]["dataset"], "test")):
+        p.error(f"{a.name}'s card holds a whole-test figure: store it in float16, then measure that again "
+                "in shards (scripts/evaluate_pretrained.py)")
+    if card["stored_dtype"] != "float16":
+        retire_shards(a.name, round_weights(a.name)["sha256"])
+    n = card["test_bound"]["n_images"]
+    print(f"{a.name}: weights in float16; its bound on {n} test images again (float32 was "
+          f"{card.get('float32_test_bound', card['test_bound'])['nats']:.2f} nats)", flush=True)
+    print(f"{write_subset_card(a.name, n, card['test_bound']['k'])['test_bound']['nats']:.2f} nats")
+    if "attractors" in card:
+        import attractors
+        attractors.main([a.name, "--k", "0", "--card", "--threads", str(a.threads)])
+
+
+if __name__ == "__main__":
+    main()
