@@ -9,8 +9,9 @@ The importance-weighted bound with k = 128 on all 10,000 MNIST test images takes
 image for mnist_doubling_small on one core here). This script splits the test set, in order, into
 ``--shards`` runs of whole batches and evaluates the shipped file (sha256 checked) shard by shard. Each shard
 writes its per-image bounds to ``benchmarks/results/pretrained_eval/NAME/`` (small JSON files, meant to be
-committed, so the work survives a change of machine); a shard that is interrupted resumes from its progress
-file in ``runs/``. Shards are independent, so two processes (one torch thread each) can run different
+committed, so the work survives a change of machine); while it runs, the bounds of its finished batches
+go to a partial record there (``*.partial.json``, updated every few minutes): committed at the end of a
+session, it lets the shard go on from there on any machine. Shards are independent, so two processes (one torch thread each) can run different
 shards side by side. Because batch i of an evaluation draws its noise from ``batch_generator(seed, i)``, the
 shards together give exactly the figure of one uninterrupted ``vnca eval --pretrained NAME --images N``
 (same k, batch size and seed), which is what ``--card`` writes into the model card.
@@ -29,6 +30,7 @@ from vnca_tutorial.checkpoint import atomic_write
 from vnca_tutorial.data import load_dataset, source_name
 from vnca_tutorial.evaluate import BoundResult, evaluate_log_px
 from vnca_tutorial.hardware import cpu_description
+from tqdm.auto import tqdm
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pretrained_eval"
 # exported models that do not ship until their whole-test figure is measured (export_pretrained.py
@@ -47,29 +49,62 @@ def shard_file(name: str, k: int, shards: int, i: int, results: Path = RESULTS) 
     return results / name / f"k{k}_shard{i:02d}_of{shards:02d}.json"
 
 
+def partial_file(name: str, k: int, shards: int, i: int, results: Path = RESULTS) -> Path:
+    """Where shard ``i`` keeps the bounds of its finished batches while it runs (committed like a record)."""
+    return shard_file(name, k, shards, i, results).with_suffix(".partial.json")
+
+
+def continue_from(partial: Path, record: dict) -> None:
+    """Take the bounds, seconds and hardware of an earlier piece of this shard into ``record``, if
+    ``partial`` holds one of the same evaluation (same weights, images and settings); else start afresh."""
+    if not partial.exists():
+        return
+    before = json.loads(partial.read_text())
+    if all(before.get(key) == value for key, value in record.items()
+           if key not in ("seconds", "hardware", "log_px")):
+        here = record["hardware"]
+        record.update(seconds=before["seconds"], log_px=before["log_px"],
+                      hardware=before["hardware"] if before["hardware"] == here
+                      else f"{before['hardware']}; then {here}")
+
+
 def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int = 8, seed: int = 0,
-                   results: Path = RESULTS, progress_dir: Path = PROGRESS, progress: bool = True,
-                   device: str = "cpu", folder: Path | None = None) -> dict:
-    """Evaluate shard ``i`` of the test set with the shipped model ``name``; write and return its record."""
+                   results: Path = RESULTS, progress: bool = True, device: str = "cpu",
+                   folder: Path | None = None, save_every: int = 4) -> dict:
+    """Evaluate shard ``i`` of the test set with the shipped model ``name``; write and return its record.
+
+    Every ``save_every`` batches the bounds so far go to the shard's partial record (``partial_file``),
+    a small JSON beside the finished records: committed at the end of a session, it lets the shard go on
+    from there on any machine, and the finished record counts the seconds and hardware of every piece."""
     model = pretrained.load(name, device, folder)
+    sha = pretrained.card(name, folder)["sha256"]
     test = load_dataset(model.config.dataset, "test")
     images = test.images                                             # the whole split, in order
     batches = shard_batches(-(-len(images) // batch_size), shards, i)
     lo, hi = batches.start * batch_size, min(batches.stop * batch_size, len(images))
-    resume = shard_file(name, k, shards, i, progress_dir).with_suffix(".safetensors")
-    resume.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    log_px = evaluate_log_px(model, images[lo:hi], k=k, batch_size=batch_size, seed=seed, progress=progress,
-                             resume_file=resume, first_batch=batches.start)      # (hi - lo,)
-    record = {"name": name, "sha256": pretrained.card(name, folder)["sha256"], "k": k, "batch_size": batch_size,
-              "seed": seed, "shard": i, "shards": shards, "images": [lo, hi], "n_test": len(images),
-              "test_data": source_name(test.source), "seconds": round(time.time() - start, 1),
-              "hardware": (torch.cuda.get_device_name() if device.startswith("cuda") else
-                           f"{cpu_description()}, {torch.get_num_threads()} torch thread(s)"),
-              "log_px": [round(v, 5) for v in log_px.tolist()]}
+    here = (torch.cuda.get_device_name() if device.startswith("cuda") else
+            f"{cpu_description()}, {torch.get_num_threads()} torch thread(s)")
+    record = {"name": name, "sha256": sha, "k": k, "batch_size": batch_size, "seed": seed, "shard": i,
+              "shards": shards, "images": [lo, hi], "n_test": len(images),
+              "test_data": source_name(test.source), "seconds": 0.0, "hardware": here, "log_px": []}
+    partial = partial_file(name, k, shards, i, results)
+    continue_from(partial, record)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    todo = range(batches.start + len(record["log_px"]) // batch_size, batches.stop)
+    bar = tqdm(total=len(batches), initial=len(batches) - len(todo), disable=not progress, desc=f"IWAE k={k}")
+    for first in todo[::save_every]:
+        last = min(first + save_every, batches.stop)
+        start = time.time()
+        log_px = evaluate_log_px(model, images[first * batch_size:min(last * batch_size, hi)], k=k,
+                                 batch_size=batch_size, seed=seed, first_batch=first)   # (images,)
+        record["seconds"] = round(record["seconds"] + time.time() - start, 1)
+        record["log_px"] += [round(v, 5) for v in log_px.tolist()]
+        atomic_write(partial, lambda tmp: Path(tmp).write_text(json.dumps(record) + "\n"))
+        bar.update(last - first)
+    bar.close()
     out = shard_file(name, k, shards, i, results)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(record) + "\n"))
+    partial.unlink()
     return record
 
 

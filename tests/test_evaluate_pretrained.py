@@ -29,7 +29,7 @@ def tiny(tmp_path, monkeypatch):
 
 def test_shards_combine_into_the_whole_test_set_figure(tiny):
     images, results, progress = tiny
-    kw = dict(k=3, batch_size=2, results=results, progress_dir=progress, progress=False)
+    kw = dict(k=3, batch_size=2, results=results, progress=False)
     records = [evaluate_pretrained.evaluate_shard("tiny", i, 3, **kw) for i in (2, 0)]
     assert [r["images"] for r in records] == [[8, 11], [0, 4]]
     with pytest.raises(SystemExit, match=r"shards \[1\] of 3"):
@@ -45,10 +45,46 @@ def test_shards_combine_into_the_whole_test_set_figure(tiny):
     assert pretrained.card("tiny")["test_bound"]["nats"] == pytest.approx(whole.nats, abs=1e-4)
 
 
+def test_an_interrupted_shard_goes_on_from_its_partial_record(tiny, monkeypatch):
+    """A shard stopped mid-way (the session ends) leaves a partial record; run again, on this or another
+    machine, it evaluates only the batches left and gives exactly the values of an uninterrupted run."""
+    _, results, _ = tiny
+    kw = dict(k=3, batch_size=2, results=results, progress=False, save_every=2)
+    whole = evaluate_pretrained.evaluate_shard("tiny", 0, 1, **{**kw, "results": results / "whole"})
+    real, calls = evaluate_pretrained.evaluate_log_px, []
+
+    def stops_after_two_slices(*args, **kwargs):
+        calls.append(kwargs["first_batch"])
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(evaluate_pretrained, "evaluate_log_px", stops_after_two_slices)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_pretrained.evaluate_shard("tiny", 0, 1, **kw)
+    partial = evaluate_pretrained.partial_file("tiny", 3, 1, 0, results)
+    assert len(json.loads(partial.read_text())["log_px"]) == 8          # batches 0-3 of 2 digits
+    assert not evaluate_pretrained.shard_file("tiny", 3, 1, 0, results).exists()
+    assert evaluate_pretrained.finished_shards("tiny", 3, 1, results) == []   # a partial is not a shard
+    monkeypatch.setattr(evaluate_pretrained, "evaluate_log_px", real)
+    monkeypatch.setattr(evaluate_pretrained, "cpu_description", lambda: "Another CPU")
+    record = evaluate_pretrained.evaluate_shard("tiny", 0, 1, **kw)
+    assert record["log_px"] == whole["log_px"] and not partial.exists()
+    assert record["hardware"].startswith(whole["hardware"] + "; then Another CPU")
+
+
+def test_a_partial_record_of_other_weights_is_not_continued(tiny):
+    _, results, _ = tiny
+    kw = dict(k=3, batch_size=2, results=results, progress=False)
+    partial = evaluate_pretrained.partial_file("tiny", 3, 1, 0, results)
+    partial.parent.mkdir(parents=True)
+    partial.write_text(json.dumps({"sha256": "0" * 64, "log_px": [0.0] * 4, "seconds": 9.0}))
+    record = evaluate_pretrained.evaluate_shard("tiny", 0, 1, **kw)
+    assert len(record["log_px"]) == 11 and 0.0 not in record["log_px"] and record["seconds"] < 9.0
+
+
 def test_shards_of_other_weights_are_not_counted(tiny):
     _, results, progress = tiny
-    evaluate_pretrained.evaluate_shard("tiny", 0, 2, k=2, results=results, progress_dir=progress,
-                                       progress=False)
+    evaluate_pretrained.evaluate_shard("tiny", 0, 2, k=2, results=results, progress=False)
     file = evaluate_pretrained.shard_file("tiny", 2, 2, 0, results)
     record = json.loads(file.read_text())
     assert len(evaluate_pretrained.finished_shards("tiny", 2, 2, results)) == 1
@@ -66,7 +102,7 @@ def test_each_whole_test_set_figure_in_a_card_is_its_committed_shards_of_the_shi
     benchmarks/results/pretrained_eval/, which count only when written for the shipped file's sha256."""
     card = pretrained.card(name)
     k = card["test_bound"]["k"]
-    files = sorted((evaluate_pretrained.RESULTS / name).glob(f"k{k}_shard*_of*.json"))
+    files = sorted((evaluate_pretrained.RESULTS / name).glob(f"k{k}_shard*_of??.json"))
     shards = int(files[0].stem.split("_of")[1])
     result, seconds = evaluate_pretrained.combine(name, k, shards)
     assert result.n_images == card["test_bound"]["n_images"]
@@ -93,7 +129,7 @@ def test_a_candidate_is_evaluated_in_shards_before_it_ships(tiny, tmp_path, monk
     assert pretrained.names() == [] and pretrained.names(candidates) == ["tiny"]
     with pytest.raises(ValueError, match="no pretrained model 'tiny'"):
         pretrained.load("tiny")
-    kw = dict(k=3, batch_size=2, results=results, progress_dir=progress, progress=False, folder=candidates)
+    kw = dict(k=3, batch_size=2, results=results, progress=False, folder=candidates)
     for i in range(2):
         evaluate_pretrained.evaluate_shard("tiny", i, 2, **kw)
     card = evaluate_pretrained.write_card("tiny", 3, 2, results, folder=candidates)
