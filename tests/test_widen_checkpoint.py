@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vnca_tutorial import VNCA, NonDoublingConfig
+from vnca_tutorial import VNCA, DoublingConfig, NonDoublingConfig
 from vnca_tutorial.checkpoint import load_model, save_checkpoint
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "widen_checkpoint.py"
 CFG = NonDoublingConfig(z_dim=6, hidden=5, image_size=8, min_steps=2, max_steps=3, encoder_channels=4,
                         batch_size=2, pool_size=4)
+DOUBLING = DoublingConfig(z_dim=6, hidden=5, n_blocks=2, image_size=8, n_doublings=2, encoder_channels=4)
 
 
 def widen_module():
@@ -48,21 +49,39 @@ def test_narrower_or_residual_networks_are_refused():
     with pytest.raises(ValueError, match="below the old one"):
         w.widen_update_network(trained_like().decoder.nca.update_net, VNCA(CFG.replace(hidden=3)).decoder.nca.update_net)
     from vnca_tutorial.nca import UpdateNetwork
-    with pytest.raises(ValueError, match="n_blocks = 0"):
-        w.widen_update_network(UpdateNetwork(6, 5, 1), UpdateNetwork(6, 9, 1))
+    with pytest.raises(ValueError, match="residual blocks"):
+        w.widen_update_network(UpdateNetwork(6, 5, 1), UpdateNetwork(6, 9, 2))
 
 
-def test_script_writes_a_checkpoint_that_decodes_like_the_original(tmp_path, monkeypatch):
-    old = trained_like()
+def test_a_doubling_vnca_with_residual_blocks_widens_to_the_same_updates():
+    """The emoji model (issue 19): two residual blocks; the old units must not read the new ones."""
+    config = DOUBLING
+    old, new = trained_like(config), VNCA(config.replace(hidden=9))
+    for block in old.decoder.nca.update_net.blocks:          # trained-like blocks, not the default init
+        for conv in (block.conv1, block.conv2):
+            torch.nn.init.normal_(conv.weight, std=0.5)
+    widen_module().widen_update_network(old.decoder.nca.update_net, new.decoder.nca.update_net)
+    state = torch.randn(3, config.z_dim, 8, 8)
+    assert torch.allclose(old.decoder.nca.update_net(state), new.decoder.nca.update_net(state), atol=1e-6)
+    new.decoder.nca.update_net(state).square().sum().backward()
+    block = new.decoder.nca.update_net.blocks[0]
+    assert block.conv1.weight.grad[:5, 5:].abs().sum() > 0        # what old units read from new ones learns
+    assert block.conv1.weight[5:].abs().sum() > 0                 # the new units perceive
+
+
+@pytest.mark.parametrize("config", [CFG, DOUBLING], ids=["non-doubling", "doubling"])
+def test_script_writes_a_checkpoint_that_decodes_like_the_original(tmp_path, monkeypatch, config):
+    old = trained_like(config)
     src, out = tmp_path / "old.safetensors", tmp_path / "wide.safetensors"
-    save_checkpoint(src, old, CFG, step=7)
+    save_checkpoint(src, old, config, step=7)
     monkeypatch.setattr("sys.argv", ["widen", str(src), "--hidden", "9", "--out", str(out)])
     widen_module().main()
     wide = load_model(out)
-    assert wide.config.hidden == 9 and wide.config.replace(hidden=5) == CFG
-    z = torch.randn(2, CFG.z_dim)
+    assert wide.config.hidden == 9 and wide.config.replace(hidden=5) == config
+    z, steps = torch.randn(2, config.z_dim), (None if config is DOUBLING else 5)
     with torch.no_grad():
-        assert torch.allclose(old.decoder(z, steps=5), wide.decoder(z, steps=5), atol=1e-5)
+        before, after = old.decoder(z, steps=steps), wide.decoder(z, steps=steps)
+    assert torch.allclose(before, after, rtol=1e-5, atol=1e-5 * before.abs().max().item())  # to rounding
     old_rest = {k: v for k, v in old.state_dict().items() if "update_net" not in k}
     wide_rest = {k: v for k, v in wide.state_dict().items() if "update_net" not in k}
     assert old_rest.keys() == wide_rest.keys() and all(torch.equal(old_rest[k], wide_rest[k]) for k in old_rest)
