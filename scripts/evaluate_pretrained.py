@@ -11,8 +11,8 @@ image for mnist_doubling_small on one core here). This script splits the test se
 writes its per-image bounds to ``benchmarks/results/pretrained_eval/NAME/`` (small JSON files, meant to be
 committed, so the work survives a change of machine); while it runs, the bounds of its finished batches
 go to a partial record there (``*.partial.json``, updated every few minutes): committed at the end of a
-session, it lets the shard go on from there on any machine. Shards are independent, so two processes (one torch thread each) can run different
-shards side by side. Because batch i of an evaluation draws its noise from ``batch_generator(seed, i)``, the
+session, it lets the shard go on from there on any machine. Shards are independent, so two processes (one
+torch thread each) can run different shards side by side. Because batch i of an evaluation draws its noise from ``batch_generator(seed, i)``, the
 shards together give exactly the figure of one uninterrupted ``vnca eval --pretrained NAME --images N``
 (same k, batch size and seed), which is what ``--card`` writes into the model card.
 """

@@ -23,17 +23,14 @@ from vnca_tutorial.checkpoint import load_model, read_metadata, save_checkpoint
 import evaluate_pretrained
 from evaluate_pretrained import RESULTS, write_subset_card
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
 
 def round_weights(name: str, folder: Path | None = None) -> dict:
     """Rewrite ``name``'s weights in float16 and point its card at the new file; the card as it was."""
     path = pretrained.verify(name, folder)
     model = load_model(path)
+    if not all(torch.isfinite(t.half()).all() for t in model.state_dict().values() if t.is_floating_point()):
+        raise SystemExit(f"{path}: weights overflow float16; left as they are")
     save_checkpoint(path, model, model.config, int(read_metadata(path)["step"]), weights_dtype=torch.float16)
-    rounded = load_model(path)
-    if not all(torch.isfinite(t).all() for t in rounded.state_dict().values()):
-        raise SystemExit(f"{path}: weights overflow float16")   # (the float32 file is gone: git restores it)
     before = pretrained.card(name, folder)
     card = {**before, "sha256": pretrained.sha256(path), "stored_dtype": "float16",
             "float32_test_bound": {**before["test_bound"], "sha256": before["sha256"]}}
@@ -58,9 +55,11 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     card = pretrained.card(a.name)
-    if card["test_bound"]["n_images"] >= len(evaluate_pretrained.load_dataset(card["config"]["dataset"], "test")):
-        p.error(f"{a.name}'s card holds a whole-test figure: store it in float16, then measure that again "
-                "in shards (scripts/evaluate_pretrained.py)")
+    test = evaluate_pretrained.load_dataset(card["config"]["dataset"], "test")
+    if card["test_bound"]["n_images"] >= len(test):
+        p.error(f"this script measures a card's figure again on the card's subset of test images; {a.name}'s "
+                "card holds a whole-test figure (hours to measure again): export the model with --dtype "
+                "float16 (scripts/export_pretrained.py) and measure it in shards (evaluate_pretrained.py)")
     if card["stored_dtype"] != "float16":
         retire_shards(a.name, round_weights(a.name)["sha256"])
     n = card["test_bound"]["n_images"]
@@ -68,6 +67,7 @@ def main(argv=None) -> None:
           f"{card.get('float32_test_bound', card['test_bound'])['nats']:.2f} nats)", flush=True)
     print(f"{write_subset_card(a.name, n, card['test_bound']['k'])['test_bound']['nats']:.2f} nats")
     if "attractors" in card:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
         import attractors
         attractors.main([a.name, "--k", "0", "--card", "--threads", str(a.threads)])
 

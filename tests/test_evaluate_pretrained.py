@@ -184,7 +184,8 @@ def test_store_float16_rounds_the_weights_and_measures_the_card_again(tiny, monk
     for kept, original in zip(rounded.parameters(), model.parameters()):
         assert torch.equal(kept, original.half().float())
     from vnca_tutorial.data import subset
-    five = subset(ImageData(images=images, labels=None, source="x", comparable_with_paper=False), 5, seed=0).images
+    test = ImageData(images=images, labels=None, source="x", comparable_with_paper=False)
+    five = subset(test, 5, seed=0).images
     assert after["test_bound"]["nats"] == pytest.approx(evaluate_bound(rounded, five, k=3).nats, abs=1e-4)
     assert [p.name for p in (results / "tiny").iterdir()] == ["k3_shard01_of02.json"]
     assert (results / "retired" / f"tiny_{old_sha[:8]}" / "k3_shard00_of02.json").exists()
@@ -199,3 +200,18 @@ def test_store_float16_refuses_a_whole_test_card(tiny, capsys):
     with pytest.raises(SystemExit):
         store_float16.main(["tiny"])
     assert "whole-test figure" in capsys.readouterr().err
+    assert pretrained.card("tiny")["stored_dtype"] == "float32"              # nothing was changed
+
+
+def test_store_float16_leaves_weights_that_overflow_it_as_they_are(tiny):
+    import store_float16
+    path = pretrained.HERE / "tiny.safetensors"
+    model = pretrained.load("tiny")
+    with torch.no_grad():
+        next(model.parameters()).fill_(1e6)                   # beyond float16's 65,504
+    save_checkpoint(path, model, model.config, step=1)
+    pretrained.save_card("tiny", {**pretrained.card("tiny"), "sha256": pretrained.sha256(path)})
+    before = path.read_bytes()
+    with pytest.raises(SystemExit, match="overflow float16; left as they are"):
+        store_float16.round_weights("tiny")
+    assert path.read_bytes() == before
