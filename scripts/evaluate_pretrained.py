@@ -104,7 +104,7 @@ def evaluate_shard(name: str, i: int, shards: int, k: int = 128, batch_size: int
     bar.close()
     out = shard_file(name, k, shards, i, results)
     atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(record) + "\n"))
-    partial.unlink()
+    partial.unlink(missing_ok=True)        # (a shard of no batches wrote none)
     return record
 
 

@@ -5,9 +5,12 @@
 The model still computes in float32: only the stored weights are rounded. So the figures of the card are
 measured again on the file that now ships: the k = 128 bound on the card's fixed-seed random test subset
 (scripts/evaluate_pretrained.py --subset), and, for a model whose card has them, the attractor figures
-(benchmarks/attractors.py --card). The float32 figure stays in the card under ``float32_test_bound``; the
-whole-test shards measured on the float32 file move to benchmarks/results/pretrained_eval/retired/ (they
-are tied to its sha256). Resumable: after an interruption, run the same command again.
+(benchmarks/attractors.py --card). The float32 figures stay in the card under ``float32_test_bound`` and
+``float32_attractors``; the whole-test shards measured on the float32 file move to
+benchmarks/results/pretrained_eval/retired/ (they are tied to its sha256). The card's ``notes`` are prose:
+edit the figures they quote by hand. After an interruption during the measurements, run the same command
+again; one during the rewrite of the weights and the card leaves them disagreeing (the model is then
+refused): restore both with git and run it again.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ def round_weights(name: str, folder: Path | None = None) -> dict:
     before = pretrained.card(name, folder)
     card = {**before, "sha256": pretrained.sha256(path), "stored_dtype": "float16",
             "float32_test_bound": {**before["test_bound"], "sha256": before["sha256"]}}
+    if "attractors" in before:
+        card["float32_attractors"] = {**before["attractors"], "sha256": before["sha256"]}
     pretrained.save_card(name, card, folder)
     return before
 
@@ -65,7 +70,8 @@ def main(argv=None) -> None:
     n = card["test_bound"]["n_images"]
     print(f"{a.name}: weights in float16; its bound on {n} test images again (float32 was "
           f"{card.get('float32_test_bound', card['test_bound'])['nats']:.2f} nats)", flush=True)
-    print(f"{write_subset_card(a.name, n, card['test_bound']['k'])['test_bound']['nats']:.2f} nats")
+    progress = evaluate_pretrained.PROGRESS / "float16"     # not a --subset run's file of the float32 weights
+    print(f"{write_subset_card(a.name, n, card['test_bound']['k'], progress)['test_bound']['nats']:.2f} nats")
     if "attractors" in card:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
         import attractors

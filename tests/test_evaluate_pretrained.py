@@ -169,6 +169,9 @@ def test_store_float16_rounds_the_weights_and_measures_the_card_again(tiny, monk
     card = {**pretrained.card("tiny"), "sha256": old_sha, "stored_dtype": "float32",
             "test_bound": {"nats": -1.0, "k": 3, "n_images": 5}}
     pretrained.save_card("tiny", card)
+    stale = results.parent / "runs/pretrained_eval/tiny/k3_subset5.safetensors"     # a --subset run's file
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"of the float32 weights")
     (results / "tiny").mkdir(parents=True)
     for i, sha in enumerate([old_sha, "0" * 64]):           # a shard of these weights, one of others
         (results / "tiny" / f"k3_shard0{i}_of02.json").write_text(json.dumps({"sha256": sha}))
