@@ -12,9 +12,10 @@ writes its per-image bounds to ``benchmarks/results/pretrained_eval/NAME/`` (sma
 committed, so the work survives a change of machine); while it runs, the bounds of its finished batches
 go to a partial record there (``*.partial.json``, updated every few minutes): committed at the end of a
 session, it lets the shard go on from there on any machine. Shards are independent, so two processes (one
-torch thread each) can run different shards side by side. Because batch i of an evaluation draws its noise from ``batch_generator(seed, i)``, the
-shards together give exactly the figure of one uninterrupted ``vnca eval --pretrained NAME --images N``
-(same k, batch size and seed), which is what ``--card`` writes into the model card.
+torch thread each) can run different shards side by side. Because batch i of an evaluation draws its noise
+from ``batch_generator(seed, i)``, the shards together give exactly the figure of one uninterrupted
+``vnca eval --pretrained NAME --images N`` (same k, batch size and seed), which is what ``--card`` writes
+into the model card.
 """
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from vnca_tutorial import pretrained
 from vnca_tutorial.checkpoint import atomic_write
 from vnca_tutorial.data import load_dataset, source_name
 from vnca_tutorial.evaluate import BoundResult, evaluate_log_px
 from vnca_tutorial.hardware import cpu_description
-from tqdm.auto import tqdm
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pretrained_eval"
 # exported models that do not ship until their whole-test figure is measured (export_pretrained.py
