@@ -88,7 +88,7 @@ had stopped improving) 1e-4:
                                                                                   # (stopped at 4,800)
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 26 --eval-every 250 \
         --early-stopping --set hflip=true lr=1e-4 --run-dir runs/pretrained/noto_doubling_small_phase4
-                                                          # (stopped at 5,900; best: update 5,250)
+                                                          # (stopped at 5,917; best: update 5,250)
 Its weights (the best on valid) and curve are kept in scripts/resume/noto_doubling_small_weights; a next
 phase starts from them (--init-from .../checkpoint.safetensors).
 
