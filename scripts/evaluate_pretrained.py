@@ -1,11 +1,12 @@
 """The whole-test-set figure of a shipped model's card, measured in shards that survive any interruption.
 
     python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --shard 0 1 2   # some shards
+                                                   # (a finished one is skipped unless --redo)
     python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --status         # what is done
     python scripts/evaluate_pretrained.py mnist_doubling_small --shards 20 --card           # all done: card
     python scripts/evaluate_pretrained.py mnist_nondoubling_small --subset 200   # until then: a subset
 
-The importance-weighted bound with k = 128 on all 10,000 MNIST test images takes hours on a CPU (2.7 s per
+The importance-weighted bound with k = 128 on all 10,000 MNIST test images takes hours on a CPU (2.8 s per
 image for mnist_doubling_small on one core here). This script splits the test set, in order, into
 ``--shards`` runs of whole batches and evaluates the shipped file (sha256 checked) shard by shard. Each shard
 writes its per-image bounds to ``benchmarks/results/pretrained_eval/NAME/`` (small JSON files, meant to be
@@ -171,6 +172,8 @@ def main(argv=None) -> None:
                    help="the model exported to candidates/ (not shipped until its whole-test figure is in)")
     p.add_argument("--shards", type=int, default=1, help="how many parts the test set is split into")
     p.add_argument("--shard", type=int, nargs="*", default=[], help="evaluate these shards (0-based)")
+    p.add_argument("--redo", action="store_true",
+                   help="evaluate a --shard again even if its finished record is there (it is replaced)")
     p.add_argument("--status", action="store_true", help="list the shards done so far")
     p.add_argument("--card", action="store_true", help="all shards done: write the figure into the card")
     p.add_argument("--subset", type=int, default=None, metavar="N",
@@ -185,7 +188,13 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     if any(not 0 <= i < a.shards for i in a.shard):
         p.error(f"--shard takes numbers from 0 to {a.shards - 1}")
+    finished = {r["shard"] for r in finished_shards(a.name, a.k, a.shards, RESULTS, folder)}
     for i in a.shard:
+        if i in finished and not a.redo:
+            record = shard_file(a.name, a.k, a.shards, i, RESULTS)
+            print(f"{a.name} shard {i}/{a.shards} is done already ({record}); --redo evaluates it again",
+                  flush=True)
+            continue
         r = evaluate_shard(a.name, i, a.shards, k=a.k, results=RESULTS, device=a.device, folder=folder)
         mean = sum(r["log_px"]) / len(r["log_px"])
         print(f"{a.name} shard {i}/{a.shards}: images {r['images'][0]}-{r['images'][1] - 1}, "

@@ -145,6 +145,28 @@ def test_a_candidate_is_evaluated_in_shards_before_it_ships(tiny, tmp_path, monk
     assert "2 of 2 shards done" in capsys.readouterr().out
 
 
+def test_a_finished_shard_is_not_evaluated_again_without_redo(tiny, monkeypatch, capsys):
+    images, results, progress = tiny
+    monkeypatch.setattr(evaluate_pretrained, "RESULTS", results)
+    calls = []
+    real = evaluate_pretrained.evaluate_shard
+    monkeypatch.setattr(evaluate_pretrained, "evaluate_shard",
+                        lambda name, i, shards, **kw: calls.append(i) or real(name, i, shards, **kw, progress=False))
+    evaluate_pretrained.main(["tiny", "--shards", "2", "--shard", "0", "--k", "3"])
+    record = evaluate_pretrained.shard_file("tiny", 3, 2, 0, results)
+    before = record.read_text()
+    evaluate_pretrained.main(["tiny", "--shards", "2", "--shard", "0", "1", "--k", "3"])
+    assert calls == [0, 1] and record.read_text() == before           # shard 0 kept, shard 1 evaluated
+    assert "shard 0/2 is done already" in capsys.readouterr().out
+    evaluate_pretrained.main(["tiny", "--shards", "2", "--shard", "0", "--k", "3", "--redo"])
+    assert calls == [0, 1, 0]
+
+
+def test_evaluate_bound_refuses_first_batch(tiny):
+    with pytest.raises(TypeError, match="takes no first_batch.*evaluate_log_px"):
+        evaluate_bound(pretrained.load("tiny"), tiny[0], k=2, first_batch=1)
+
+
 @pytest.mark.parametrize("name", pretrained.names(evaluate_pretrained.CANDIDATES))
 def test_a_committed_candidate_is_the_file_its_card_describes_and_not_shipped(name):
     card = pretrained.card(name, evaluate_pretrained.CANDIDATES)

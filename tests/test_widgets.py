@@ -139,6 +139,22 @@ def test_damage_zeroes_exactly_the_chosen_cells(damage, which, at_step, request)
     assert (r.errors[:at_step] == 0).all() and (r.errors[at_step:] > 0).all()
 
 
+def test_with_stochastic_updates_both_growths_draw_the_same_updates():
+    from vnca_tutorial.trajectories import damage_trajectories
+
+    torch.manual_seed(2)
+    model = randomise_rule(VNCA(get_preset("mnist_nondoubling_cpu", z_dim=8, hidden=8, min_steps=3, max_steps=6,
+                                           encoder_channels=4, p_update=0.5)), seed=2)
+    z, mask = torch.randn(3, 8), torch.zeros(32, 32, dtype=torch.bool)
+    mask[:8, :8] = True
+    r = damage_trajectories(model, z, mask, at_step=4)
+    assert torch.equal(r.damaged[:4], r.undamaged[:4]) and (r.errors[:4] == 0).all()
+    assert torch.equal(r.state_after[:, :, ~mask], r.state_before[:, :, ~mask])
+    assert (r.errors[4:] > 0).all()
+    # the updates are random: another call draws others (the caller's random state moves on)
+    assert not torch.equal(damage_trajectories(model, z, mask, at_step=4).undamaged, r.undamaged)
+
+
 def test_brush_mask_is_resampled_onto_the_grid_at_the_damage_step(doubling):
     brush = torch.zeros(8, 8, dtype=torch.bool)
     brush[0:2, 6:8] = True                          # the top-right corner, at brush resolution

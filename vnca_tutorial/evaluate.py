@@ -105,6 +105,10 @@ def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chu
                    save_every_s: float = 60.0, **decode_kwargs) -> BoundResult:
     """Mean IWAE bound with ``k`` samples over ``images`` (N, C, H, W), with its standard error:
     ``evaluate_log_px`` summarised (the paper's test figure with k = 128 on the whole test set)."""
+    if "first_batch" in decode_kwargs:
+        raise TypeError("evaluate_bound takes no first_batch: a shard's mean is not the figure. Evaluate "
+                        "each shard with evaluate_log_px(..., first_batch=...) and summarise all their "
+                        "per-image bounds at once with BoundResult.from_log_px (chapter 12)")
     log_px = evaluate_log_px(model, images, k=k, batch_size=batch_size, chunk=chunk, seed=seed,
                              progress=progress, resume_file=resume_file, save_every_s=save_every_s,
                              **decode_kwargs)                                  # (N,)

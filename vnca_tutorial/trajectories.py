@@ -211,7 +211,9 @@ class DamageResult:
 def damage_trajectories(model, z: Tensor, mask: Tensor, at_step: int, x: Tensor | None = None,
                         steps: int | None = None) -> DamageResult:
     """Grow z twice, once untouched and once with ``mask`` zeroed in the state with index ``at_step``
-    (via `damage.as_hook`), and measure the damage and the recovery.
+    (via `damage.as_hook`), and measure the damage and the recovery. With stochastic cell updates
+    (``p_update < 1``) both growths draw the same updates, so until ``at_step`` they are the same and every
+    difference after it is the damage's.
 
     ``x`` is the image the log-likelihoods score; without it, the undamaged final mean rounded to a valid
     image (binarised, or rounded to 8 bits) stands in for the data. ``log_likelihoods`` holds log p(x |
@@ -231,8 +233,10 @@ def damage_trajectories(model, z: Tensor, mask: Tensor, at_step: int, x: Tensor 
         raise ValueError("the damage mask is empty: it would not damage any cell")
     kw = {"steps": steps}
     mask = mask.to(model.device)
-    states_u, _ = model.grow(z, **kw)
-    states_d, _ = model.grow(z, on_step=as_hook(lambda s: apply_mask(s, mask), at_step), **kw)
+    cuda = model.device.type == "cuda"
+    with torch.random.fork_rng(devices=[model.device] if cuda else []):   # restores the random state, so
+        states_u, _ = model.grow(z, **kw)                                  # both growths draw the same
+    states_d, _ = model.grow(z, on_step=as_hook(lambda s: apply_mask(s, mask), at_step), **kw)  # cell updates
     lik = model.config.likelihood
     if x is None:
         m = model.likelihood(states_u[-1]).mean
