@@ -172,8 +172,10 @@ def test_the_paper_against_this_book_table_reads_the_card(name):
     assert all(r.startswith("| ") and r.endswith(" |") and r.count(" | ") == 2 for r in rows[2:])  # 3 cells
     unit = "bpd" if card["config"]["likelihood"] == "dlogistic" else "nats"
     assert f"{card['test_bound'][unit]:.2f}" in rows[2] and card["data"]["test"] in rows[2]
+    assert rows[2].split(" | ")[2].startswith(f"{card['test_bound'][unit]:.2f}")
+    assert f"(k = {card['test_bound']['k']}; " in rows[2].split(" | ")[2]          # the card's k, not the paper's
     if card.get("paper"):
-        assert f"{card['paper'][unit]:.2f}" in rows[2]
+        assert f"{card['paper'][unit]:.2f}" in rows[2] and "(k = 128)" in rows[2].split(" | ")[1]
     assert f"{card['updates']:,} updates" in table and card["hardware"] in table
     assert ("pool training" in table) == ("min_steps" in card["config"])
 

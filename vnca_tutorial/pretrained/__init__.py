@@ -121,8 +121,8 @@ def against_paper(name: str) -> str:
     def figure(value: float) -> str:
         return f"{value:.2f} bits/dim" if unit == "bpd" else f"{value:.2f} nats"
     paper_figure = (c.get("paper") or {}).get(unit)
-    rows = [("test bound, k = 128", figure(paper_figure) if paper_figure is not None else "no figure recorded",
-             f"{figure(bound[unit])} ({c['data']['test']})"),
+    rows = [("test bound", f"{figure(paper_figure)} (k = 128)" if paper_figure is not None else "no figure recorded",
+             f"{figure(bound[unit])} (k = {bound['k']}; {c['data']['test']})"),
             ("\\|z\\| = channels per cell, width of u", f"{paper.z_dim}, {paper.hidden}",
              f"{mine['z_dim']}, {mine['hidden']}") if "n_blocks" in mine else
             ("\\|z\\|", f"{paper.z_dim}", f"{mine['z_dim']}")]
