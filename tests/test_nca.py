@@ -67,6 +67,17 @@ def test_update_network_matches_nchw_convolutions(n_blocks):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_a_float64_step_stays_in_float64():
+    """Exercise 7.1 runs the automaton in float64 to see influences below float32's round-off."""
+    torch.manual_seed(0)
+    nca = NCA(channels=5, hidden=8, n_blocks=1).double()
+    randomise(nca.update_net, seed=3)
+    x = torch.randn(2, 5, 6, 6, dtype=torch.float64)
+    got = nca.step(x)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, x + reference_update(nca.update_net, x), rtol=1e-13, atol=1e-13)
+
+
 def test_update_network_without_blocks_has_elu_between_the_layers():
     net = UpdateNetwork(channels=3, hidden=4, n_blocks=0)
     assert len(net.blocks) == 0

@@ -96,7 +96,7 @@ class NCA(nn.Module):
 
     def _step(self, state: Tensor, mask: Tensor | None) -> Tensor:
         with torch.autocast(device_type=state.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            update = self.update_net(state).float()      # (B, C, H, W)
+            update = self.update_net(state).to(state.dtype)  # (B, C, H, W): bf16 back to the state's
         if mask is not None:
             update = update * mask                       # cells that do not fire keep their state
         return state + update                            # eq. (1): s_{t+1} = s_t + u(s_t)
