@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .damage import apply_mask, as_hook, right_half_mask, square_mask
 from .decoders import StepInfo
+from .evaluate import _rng_devices
 from .viz import resize_nearest
 
 DAMAGE_KINDS = ("right half", "square", "brush")
@@ -233,8 +234,7 @@ def damage_trajectories(model, z: Tensor, mask: Tensor, at_step: int, x: Tensor 
         raise ValueError("the damage mask is empty: it would not damage any cell")
     kw = {"steps": steps}
     mask = mask.to(model.device)
-    cuda = model.device.type == "cuda"
-    with torch.random.fork_rng(devices=[model.device] if cuda else []):   # restores the random state, so
+    with torch.random.fork_rng(devices=_rng_devices(model.device)):      # restores the random state, so
         states_u, _ = model.grow(z, **kw)                                  # both growths draw the same
     states_d, _ = model.grow(z, on_step=as_hook(lambda s: apply_mask(s, mask), at_step), **kw)  # cell updates
     lik = model.config.likelihood

@@ -121,7 +121,8 @@ def against_paper(name: str) -> str:
     def figure(value: float) -> str:
         return f"{value:.2f} bits/dim" if unit == "bpd" else f"{value:.2f} nats"
     paper_figure = (c.get("paper") or {}).get(unit)
-    rows = [("test bound", f"{figure(paper_figure)} (k = 128)" if paper_figure is not None else "no figure recorded",
+    paper_bound = f"{figure(paper_figure)} (k = 128)" if paper_figure is not None else "no figure recorded"
+    rows = [("test bound", paper_bound,
              f"{figure(bound[unit])} (k = {bound['k']}; {c['data']['test']})"),
             ("\\|z\\| = channels per cell, width of u", f"{paper.z_dim}, {paper.hidden}",
              f"{mine['z_dim']}, {mine['hidden']}") if "n_blocks" in mine else
