@@ -65,12 +65,11 @@ def test_every_notebook_has_a_chapter():
 
 def test_every_chapter_installs_the_version_it_was_built_with_in_colab():
     import importlib.util
-    import tomllib
     spec = importlib.util.spec_from_file_location("sync_notebooks", REPO / "tools" / "sync_notebooks.py")
     sync = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sync)
     cell = sync.colab_cell()
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    version = sync.tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert f'"vnca_tutorial=={version}"' in cell and f"@v{version}" in cell and "SystemExit" in cell
     for md in chapters():
         assert md.read_text(encoding="utf-8").count(cell) == 1, f"{md.name}: run python tools/sync_notebooks.py"

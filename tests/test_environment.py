@@ -14,8 +14,8 @@ import pytest
 yaml = pytest.importorskip("yaml")
 try:
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
+except ModuleNotFoundError:  # Python 3.10 (the `test` extra installs tomli there)
+    import tomli as tomllib
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -23,6 +23,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRAS = ("book", "test")
+ENV_PYTHON = "3.11"  # the Python environment.yml pins (test_environment_pins_env_python checks it)
 CONDA_NAMES = {"torch": "pytorch", "build": "python-build"}  # PyPI name -> conda-forge name
 
 
@@ -38,6 +39,8 @@ def pyproject_requirements() -> dict[str, Requirement]:
     reqs: dict[str, Requirement] = {}
     for line in lines:
         req = Requirement(line)
+        if req.marker and not req.marker.evaluate({"python_version": ENV_PYTHON}):
+            continue  # not needed on environment.yml's Python (e.g. tomli before 3.11)
         name = canonicalize_name(req.name)
         if name in reqs and str(reqs[name].specifier) != str(req.specifier):
             pytest.fail(f"pyproject.toml lists {req.name} twice with different constraints: "
@@ -110,3 +113,8 @@ def test_dependency_in_environment(name: str):
     assert not missing, (
         f"environment.yml has {found}, which lacks pyproject.toml's constraint(s) {sorted(missing)} "
         f"for {req}")
+
+
+def test_environment_pins_env_python():
+    assert conda_requirements()["python"].specifier.contains(ENV_PYTHON), (
+        f"environment.yml's Python is not {ENV_PYTHON}: update ENV_PYTHON so the markers are read for it")

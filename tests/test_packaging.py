@@ -12,7 +12,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (the `test` extra)
+    import tomli as tomllib
 import zipfile
 from pathlib import Path
 

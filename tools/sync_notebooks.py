@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (the `test` extra)
+    import tomli as tomllib
 from pathlib import Path
 
 import jupytext

@@ -1,4 +1,8 @@
-"""Input checks with errors that say what was wrong and what was expected."""
+"""Input checks with errors that say what was wrong and what was expected.
+
+Not a chapter's subject: the model, training, checkpoints and the CLI call them so that bad input fails
+early with a message (README, "Using the package").
+"""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,7 @@
-"""Pictures: image grids, growth frames and GIFs. Used by the book, the CLI and training logs."""
+"""Pictures: image grids, growth frames and GIFs.
+
+Used by the book (chapters 6-11), the CLI and training logs.
+"""
 from __future__ import annotations
 
 import os
