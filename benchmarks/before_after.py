@@ -45,9 +45,10 @@ from vnca_tutorial.nca import NCA, per_cell  # noqa: E402
 def step_channels_last(self: NCA, state: Tensor) -> Tensor:
     """NCA.step, with the state made channels-last (a no-op when it already is) before the step."""
     state = state.contiguous(memory_format=torch.channels_last)
+    mask = self.update_mask(state)   # p_update < 1: which cells fire, drawn as NCA.step draws it
     if self.checkpointing and torch.is_grad_enabled() and state.requires_grad:
-        return checkpoint(self._step, state, use_reentrant=False)
-    return self._step(state)
+        return checkpoint(self._step, state, mask, use_reentrant=False)
+    return self._step(state, mask)
 
 
 def _channels_last_grad(grad: Tensor) -> Tensor:
@@ -102,8 +103,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
-    result = {"threads": args.threads, "repeats": args.repeats, "load_start": I.load_average(), "presets": {}}
-    lines = []
+    result = {"threads": args.threads, "repeats": args.repeats, "machine": I.cpu_info(),
+              "load_start": I.load_average(), "presets": {}}
+    lines = [f"{result['machine']['description']}, torch {torch.__version__}"]
     for name in args.presets.split(","):
         config = B.get_preset(name)
         base = B.build(config)

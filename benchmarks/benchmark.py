@@ -122,7 +122,8 @@ def train_steps(config) -> int | None:
 
 class TrainingUpdate:
     """One training update as `vnca_tutorial.train.train` does it; the pool (non-doubling) is pre-filled
-    so that every measured update draws half its batch from the pool and damages half of those."""
+    so that every measured update draws the preset's `pool_fraction` of its batch from the pool and
+    damages half of those."""
 
     def __init__(self, model, x: Tensor, pool: bool = True) -> None:
         c = model.config

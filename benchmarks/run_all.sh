@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce benchmarks/results/ on a CPU machine (what was run for the committed results).
+# Reproduce the main tables of benchmarks/results/ on a CPU machine (the commands of the committed results;
+# compile_probe.txt, before_after_repeat15.*, attractors/, pretrained_eval/ and gpu/ come from the commands
+# their README sections and file headers give).
 # Usage: bash benchmarks/run_all.sh [python]    (default: .venv/bin/python if present, else python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +35,6 @@ $PY benchmarks/benchmark.py --presets mnist_doubling --threads 1 --checkpointing
 $PY benchmarks/scaling.py --threads 1 --checkpointing --json "$R/scaling.json" --png "$R/scaling.png"
 # 5. candidate NCA-step changes, before/after
 $PY benchmarks/before_after.py --threads 1 --repeats 7 --json "$R/before_after.json" --txt "$R/before_after.txt"
-# 6. the shipped models' card figures, re-measured (long: the baseline's card covers all 10,000 test images)
+# 6. the shipped models' card figures, re-measured (long: hours; see the README's table; not yet run to the
+#    end, so results/ holds no pretrained_figures.json)
 $PY benchmarks/pretrained_figures.py --json "$R/pretrained_figures.json"

@@ -13,6 +13,7 @@ here too, against an independent one.
 import copy
 import functools
 import importlib.util
+import json
 import sys
 import types
 from pathlib import Path
@@ -266,6 +267,16 @@ def test_benchmark_scripts_import_and_show_help(script, capsys):
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def test_before_after_runs_on_a_tiny_batch_and_names_the_cpu(tmp_path):
+    """A smoke run of before_after.py (it once broke silently when NCA._step gained its mask argument)."""
+    out = tmp_path / "ba.json"
+    result = _load("before_after").main(["--presets", "mnist_nondoubling_cpu", "--variants", "package,cl-step",
+                                         "--batch", "2", "--repeats", "1", "--json", str(out)])
+    row = result["presets"]["mnist_nondoubling_cpu"]
+    assert row["cl-step"]["max_rel_grad_diff"] < 1e-4 and row["package"]["max_rel_grad_diff"] == 0
+    assert json.loads(out.read_text())["machine"]["description"] == instruments.cpu_info()["description"]
 
 
 def test_instrumented_memory_is_not_inflated_by_the_flop_counter():

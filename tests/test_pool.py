@@ -122,6 +122,20 @@ def test_the_kl_counts_the_fresh_rows_only_and_the_loss_divides_by_b(fraction):
     assert losses[0.0] == pytest.approx(-log_p.sum().item() / B, rel=1e-5)
 
 
+@pytest.mark.parametrize("fraction", [0.75, 1.0])
+def test_a_small_batch_keeps_one_fresh_image(fraction):
+    """Batch 2 at pool_fraction 0.75 rounds to 2 pool rows; one row stays fresh, so the KL term is there."""
+    x = images()[:2]
+    model, pool = tiny_model(pool_fraction=fraction), full_pool()
+    rec = Recorder(model)
+    loss, stats = pool_loss(model, x, pool, beta=1.0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and stats["kl"] > 0                   # the fresh row's KL
+    seed, from_pool = rec.inputs[0]                                    # one seed, then one pool state
+    assert torch.equal(seed, seed[:, :1, :1].expand_as(seed)) and (seed != seed.round()).any()  # a z
+    slot = slot_of(from_pool)                                          # full_pool's states: slot + 1
+    assert 0 <= slot < P and set(from_pool.unique().tolist()) <= {0.0, slot + 1.0}
+
+
 def test_final_states_go_back_to_the_right_slots_with_their_images():
     model, pool = tiny_model(pool_fraction=0.5), full_pool()
     before = pool.images.clone()

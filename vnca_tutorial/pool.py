@@ -122,7 +122,8 @@ def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
     """
     c = model.config
     b = x.shape[0]
-    n_pool = int(round(b * c.pool_fraction)) if len(pool) >= b else 0
+    # at least one fresh image per batch, for the encoder and the KL (batch 2 at 0.75 would have none)
+    n_pool = min(int(round(b * c.pool_fraction)), b - 1) if len(pool) >= b else 0
     x_fresh = x[: b - n_pool]
     q = model.q_z_given_x(x_fresh)
     z = q.rsample()                                                  # (B - n_pool, Z)
