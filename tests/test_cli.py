@@ -193,6 +193,8 @@ def cli(tmp_path_factory):
                             "--data-dir", str(tmp / "empty"), *TINY_DOUBLING]),
         ("celeba_without_data_dir", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "r3"),
                                      *TINY_CELEBA]),
+        ("own_images_dataset", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r8"),
+                                *TINY_DOUBLING, "dataset=folder"]),
         ("image_size", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r4"),
                         "--set", "image_size=30"]),
         ("image_size_vs_data", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r5"),
@@ -451,6 +453,7 @@ def test_data_errors(cli):
     assert_error(r["empty_data_env"], "empty", "binarized_mnist.npz", alone=False)
     assert_error(r["empty_data_dir"], "empty", "binarized_mnist.npz", alone=False)
     assert_error(r["celeba_without_data_dir"], "--data-dir")
+    assert_error(r["own_images_dataset"], "data set 'folder'", "load_image_folder", "Your own images")
     assert_error(r["truncated_download"], "corrupt or incomplete", "sha256", alone=False)
     assert not list((cli["tmp"] / "cache").glob("*.amat"))                   # nothing half-written kept
 

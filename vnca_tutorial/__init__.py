@@ -13,6 +13,8 @@ The package the book imports; each module is explained in a chapter of the book:
   command (chapters 4, 5, 8, 10)
 - `pretrained`: the models that ship with the package; `viz`, `widgets`: pictures and interactive
   explorers (chapter 11)
+- `own_images`: a folder of your own image files as a VNCA's data, and a random train/test split
+  (the appendix "Your own images")
 """
 from .baseline import ConvVAE
 from .bounds import ELBO, bits_per_dim, log_mean_exp

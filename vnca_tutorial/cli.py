@@ -194,6 +194,12 @@ class LazyImages:
 def _load_split(config, split: str, data_dir: str | None):
     """Images of one split of ``config.dataset``: a tensor (N, C, H, W), or LazyImages for CelebA."""
     from . import data
+    if config.dataset not in (*data.DATASETS, "celeba"):
+        raise CLIError(f"data set {config.dataset!r}: the vnca command loads only "
+                       f"{', '.join(sorted(data.DATASETS))} and celeba; for your own images use Python: "
+                       f"vnca_tutorial.own_images.load_image_folder, then train.train or "
+                       f"evaluate.evaluate_bound (the book's appendix 'Your own images'); sample, grow and "
+                       f"damage need no data")
     try:
         if config.dataset == "celeba":
             if data_dir is None:

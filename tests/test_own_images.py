@@ -1,0 +1,141 @@
+"""vnca_tutorial.own_images: a folder of image files as a VNCA's data (book/13_own_images.md), and its split."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vnca_tutorial import get_preset
+from vnca_tutorial.checks import check_images
+from vnca_tutorial.model import VNCA
+from vnca_tutorial.own_images import image_files, load_image_folder, split
+
+
+def save(folder, name, array, mode=None):
+    Image.fromarray(np.asarray(array, dtype=np.uint8), mode).save(folder / name)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Five files of different kinds and shapes, and two files that are not images."""
+    wide = np.zeros((8, 12, 3), np.uint8)
+    wide[:, :2] = (255, 0, 0)                                # left 2 columns red: cropped away
+    wide[:, 2:10] = (0, 255, 0)                              # the centre 8 columns green
+    wide[:, 10:] = (0, 0, 255)                               # right 2 columns blue: cropped away
+    save(tmp_path, "b_wide.png", wide)
+    clear = np.zeros((8, 8, 4), np.uint8)                    # fully transparent black: white after compositing
+    save(tmp_path, "a_clear.png", clear, "RGBA")
+    save(tmp_path, "c_grey.png", np.full((8, 8), 200), "L")
+    Image.fromarray(np.full((8, 8, 3), 30, np.uint8)).save(tmp_path / "d_dark.JPG", quality=100)
+    save(tmp_path, "e_anim.gif", np.full((8, 8, 3), 255))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "sub").mkdir()
+    save(tmp_path / "sub", "ignored.png", np.zeros((8, 8, 3)))
+    return tmp_path
+
+
+def test_files_are_the_images_directly_in_the_folder_sorted_by_name(folder):
+    assert [p.name for p in image_files(folder)] == ["a_clear.png", "b_wide.png", "c_grey.png", "d_dark.JPG",
+                                                      "e_anim.gif"]
+
+
+def test_rgb_images_are_uint8_cropped_to_the_centre_and_on_white(folder):
+    data = load_image_folder(folder, size=8)
+    assert data.images.shape == (5, 3, 8, 8) and data.images.dtype == torch.uint8
+    assert data.names == ("a_clear.png", "b_wide.png", "c_grey.png", "d_dark.JPG", "e_anim.gif")
+    assert (data.images[0] == 255).all()                               # transparent -> white
+    assert data.images[1].flatten(1).float().mean(1).tolist() == pytest.approx([0, 255, 0], abs=2)
+    assert (data.images[2] == 200).all()                               # grey stays grey in all 3 channels
+    assert (data.images[3].float() - 30).abs().max() <= 3              # JPEG: within its rounding
+    assert not data.comparable_with_paper and data.labels is None
+    check_images(data.images, 3, 8, "dlogistic")                       # what the colour likelihood needs
+
+
+def test_resizing_keeps_the_picture(tmp_path):
+    left_dark = np.full((32, 32, 3), 255, np.uint8)
+    left_dark[:, :16] = 0
+    save(tmp_path, "half.png", left_dark)
+    img = load_image_folder(tmp_path, size=8).images[0, 0].float()     # (8, 8)
+    assert (img[:, :3] < 20).all() and (img[:, 5:] > 235).all()
+    # shrinking averages areas: a 1-pixel checkerboard becomes grey, not a sample of its pixels
+    checkers = np.indices((32, 32)).sum(0) % 2 * 255
+    save(tmp_path, "half.png", np.repeat(checkers[..., None], 3, axis=2))
+    img = load_image_folder(tmp_path, size=8).images[0, 0].float()
+    assert (img - 127.5).abs().max() <= 0.5
+    # enlarging interpolates: a black/white pair of pixels becomes a ramp with grey between
+    save(tmp_path, "half.png", np.array([[[0] * 3, [255] * 3]] * 2))
+    row = load_image_folder(tmp_path, size=8).images[0, 0, 0].float()       # (8,)
+    assert row[0] < 30 and row[-1] > 225 and ((row > 60) & (row < 195)).any() and (row.diff() >= 0).all()
+
+
+def test_binary_images_threshold_the_grey_level_and_invert_turns_it_over(folder):
+    data = load_image_folder(folder, size=8, binary=True)
+    assert data.images.shape == (5, 1, 8, 8) and data.images.dtype == torch.float32
+    # grey levels: white 1.0, green 0.587, grey 200/255 = 0.78, dark 30/255 = 0.12, white 1.0
+    assert data.images.flatten(1).mean(1).tolist() == [1, 1, 1, 0, 1]
+    assert load_image_folder(folder, 8, binary=True, threshold=0.7).images.flatten(1).mean(1).tolist() == [
+        1, 0, 1, 0, 1]
+    inverted = load_image_folder(folder, 8, binary=True, invert=True)
+    assert inverted.images.flatten(1).mean(1).tolist() == [0, 0, 0, 1, 0]
+    check_images(data.images, 1, 8, "bernoulli")
+
+
+def test_a_model_of_the_right_size_takes_the_folder(folder):
+    config = get_preset("celeba_doubling_cpu").replace(name="own", dataset="folder", image_size=8, n_doublings=2,
+                                                       z_dim=16, hidden=16, n_blocks=1, steps_per_stage=2,
+                                                       encoder_channels=4)
+    model = VNCA(config)
+    with torch.no_grad():
+        elbo = model.elbo(load_image_folder(folder, size=8).images).elbo         # (5,)
+    assert elbo.shape == (5,) and torch.isfinite(elbo).all()
+
+
+@pytest.mark.parametrize("size", [0, 1, 2.5, True, "32"])
+def test_bad_sizes_are_refused(folder, size):
+    with pytest.raises(ValueError, match="size must be an integer >= 2"):
+        load_image_folder(folder, size=size)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.5, 2.0])
+def test_bad_thresholds_are_refused(folder, threshold):
+    with pytest.raises(ValueError, match="threshold is a grey level"):
+        load_image_folder(folder, size=8, binary=True, threshold=threshold)
+
+
+def test_a_missing_or_empty_folder_says_what_to_give(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no folder .*nowhere"):
+        load_image_folder(tmp_path / "nowhere", size=8)
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(ValueError, match="holds no image files"):
+        load_image_folder(tmp_path, size=8)
+
+
+def test_a_file_that_is_not_an_image_is_named(tmp_path):
+    save(tmp_path, "good.png", np.zeros((8, 8, 3)))
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="broken.png is not an image PIL can read"):
+        load_image_folder(tmp_path, size=8)
+
+
+def test_split_is_random_disjoint_complete_and_reproducible(tmp_path):
+    for i in range(20):
+        save(tmp_path, f"{i:02d}.png", np.full((4, 4, 3), 10 * i))
+    data = load_image_folder(tmp_path, size=4)
+    train, test = split(data, 5, seed=0)
+    assert len(train) == 15 and len(test) == 5
+    assert set(train.names) | set(test.names) == set(data.names) and not set(train.names) & set(test.names)
+    assert test.names != data.names[:5] and test.names != data.names[-5:]    # not the first or last five
+    assert list(train.names) == sorted(train.names) and list(test.names) == sorted(test.names)  # folder order
+    for part in (train, test):                                                 # images travel with names
+        for name, image in zip(part.names, part.images):
+            assert image.equal(data.images[data.names.index(name)])
+    assert split(data, 5, seed=0)[1].names == test.names
+    assert split(data, 5, seed=1)[1].names != test.names
+    assert "[test: 5 of 20, seed 0]" in test.source
+
+
+@pytest.mark.parametrize("n_test", [0, 20, 25, -1, 2.0, True])
+def test_split_refuses_a_test_set_that_leaves_nothing(tmp_path, n_test):
+    for i in range(20):
+        save(tmp_path, f"{i:02d}.png", np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="n_test must be an integer from 1 to 19"):
+        split(load_image_folder(tmp_path, size=4), n_test)

@@ -1,0 +1,97 @@
+"""Your own images: a folder of image files as a VNCA's data, and a random train/test split.
+
+Explained in the appendix "Your own images" (book/13_own_images.md). A VNCA models square images of
+2 * 2**K pixels a side: binary images (values 0 and 1) with the Bernoulli likelihood, or 8-bit RGB
+(integers 0..255) with the discretized logistic mixture. `load_image_folder` turns any folder of PNG, JPEG, ... files into one of the
+two; `split` holds out a random test set.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .data import ImageData, _composite_on_white, random_indices
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _square_rgba(path: Path, size: int) -> np.ndarray:  # -> uint8 (size, size, 4)
+    """The file's first frame, centre-cropped to a square and resized to size x size, as RGBA."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGBA")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path} is not an image PIL can read ({e}); remove it from the folder or "
+                         f"convert it to PNG") from None
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    im = im.crop((left, top, left + side, top + side))
+    # shrinking: the exact area average (no ringing, unlike Lanczos: fewer stray values to model)
+    resample = Image.Resampling.BOX if side >= size else Image.Resampling.BILINEAR
+    return np.asarray(im.resize((size, size), resample))
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly in ``folder`` (not in subfolders), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder}: give the folder that holds your image files")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no image files (looked for {', '.join(IMAGE_SUFFIXES)}; "
+                         f"subfolders are not searched)")
+    return files
+
+
+def load_image_folder(folder: str | os.PathLike, size: int, binary: bool = False, threshold: float = 0.5,
+                      invert: bool = False) -> ImageData:
+    """Every image file in ``folder`` as a VNCA's data set (book/13_own_images.md).
+
+    Each image is centre-cropped to a square, resized to ``size`` x ``size`` (shrunk by area averaging,
+    enlarged bilinearly) and put on white where it is transparent. By default the result is 8-bit RGB, uint8 (N, 3, size, size) in [0, 255],
+    for the discretized logistic likelihood. With ``binary=True`` it is float32 (N, 1, size, size) in
+    {0, 1}, for the Bernoulli likelihood: a pixel is 1 where its grey level (0 black, 1 white) is above
+    ``threshold``. Binarized MNIST draws white digits on black; for dark strokes on light paper pass
+    ``invert=True``, which turns the grey levels over (1 - grey) before the threshold.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ValueError(f"size must be an integer >= 2 (a doubling VNCA makes 2 * 2**K pixels a side: "
+                         f"8, 16, 32, 64, ...), got {size!r}")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold is a grey level between 0 (black) and 1 (white), got {threshold}")
+    files = image_files(folder)
+    rgb = _composite_on_white(np.stack([_square_rgba(p, size) for p in files]))  # (N, 3, size, size)
+    if binary:
+        grey = torch.from_numpy(rgb).float().mul(torch.tensor([0.299, 0.587, 0.114])[:, None, None])
+        grey = grey.sum(1, keepdim=True) / 255                                  # (N, 1, size, size) in [0, 1]
+        images = ((1 - grey if invert else grey) > threshold).float()
+    else:
+        images = torch.from_numpy(rgb)
+    kind = "binary" if binary else "RGB"
+    return ImageData(images, None, f"{Path(folder)} ({len(files)} {kind} images, {size}x{size})", False,
+                     names=tuple(p.name for p in files))
+
+
+def split(data: ImageData, n_test: int, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """(train, test): ``n_test`` images drawn at random (fixed ``seed``) as the test set, the rest to train.
+
+    Hold the test images out of training and out of every choice you make (checkpoints, settings); report
+    the bound on them once, at the end (chapter 5).
+    """
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or not 1 <= n_test < len(data):
+        raise ValueError(f"n_test must be an integer from 1 to {len(data) - 1} (the data has {len(data)} "
+                         f"images, and training needs at least one), got {n_test!r}")
+    order = torch.from_numpy(random_indices(len(data), len(data), seed))
+    parts = []
+    for name, idx in (("train", order[n_test:].sort().values), ("test", order[:n_test].sort().values)):
+        parts.append(replace(data, images=data.images[idx],
+                             labels=None if data.labels is None else data.labels[idx],
+                             source=f"{data.source} [{name}: {len(idx)} of {len(data)}, seed {seed}]",
+                             names=None if data.names is None else tuple(data.names[i] for i in idx.tolist())))
+    return parts[0], parts[1]
