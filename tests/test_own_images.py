@@ -16,7 +16,7 @@ def save(folder, name, array, mode=None):
 
 @pytest.fixture
 def folder(tmp_path):
-    """Five files of different kinds and shapes, and two files that are not images."""
+    """Five image files of different kinds and shapes, and one in a subfolder."""
     wide = np.zeros((8, 12, 3), np.uint8)
     wide[:, :2] = (255, 0, 0)                                # left 2 columns red: cropped away
     wide[:, 2:10] = (0, 255, 0)                              # the centre 8 columns green
@@ -27,15 +27,38 @@ def folder(tmp_path):
     save(tmp_path, "c_grey.png", np.full((8, 8), 200), "L")
     Image.fromarray(np.full((8, 8, 3), 30, np.uint8)).save(tmp_path / "d_dark.JPG", quality=100)
     save(tmp_path, "e_anim.gif", np.full((8, 8, 3), 255))
-    (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "sub").mkdir()
     save(tmp_path / "sub", "ignored.png", np.zeros((8, 8, 3)))
     return tmp_path
 
 
 def test_files_are_the_images_directly_in_the_folder_sorted_by_name(folder):
-    assert [p.name for p in image_files(folder)] == ["a_clear.png", "b_wide.png", "c_grey.png", "d_dark.JPG",
-                                                      "e_anim.gif"]
+    (folder / "._a_clear.png").write_bytes(b"macOS metadata, not an image")      # hidden: left out
+    (folder / "notes.txt").write_text("not an image")                           # another kind: said
+    with pytest.warns(UserWarning, match=r"left out 1 file\(s\) of other kinds \(\.txt\)"):
+        files = image_files(folder)
+    assert [p.name for p in files] == ["a_clear.png", "b_wide.png", "c_grey.png", "d_dark.JPG", "e_anim.gif"]
+
+
+def test_photos_are_turned_upright_as_their_exif_says(tmp_path):
+    stored = np.zeros((8, 16, 3), np.uint8)                   # stored landscape: left half dark, right white
+    stored[:, 8:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6                                          # orientation 6: show it turned 90 degrees clockwise
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    img = load_image_folder(tmp_path, size=8).images[0, 0].float()       # upright: top dark, bottom white
+    assert (img[:3] < 40).all() and (img[5:] > 215).all()
+
+
+def test_16_bit_greyscale_is_scaled_and_float_images_are_refused(tmp_path):
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    img = load_image_folder(tmp_path, size=8).images
+    assert (img == 128).all()                                 # 32768 / 65535 * 255 = 127.5 -> 128, not clipped
+    (tmp_path / "deep.png").unlink()
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(ValueError, match="float.tif holds floating-point pixels"):
+        load_image_folder(tmp_path, size=8)
 
 
 def test_rgb_images_are_uint8_cropped_to_the_centre_and_on_white(folder):
@@ -105,7 +128,7 @@ def test_a_missing_or_empty_folder_says_what_to_give(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder .*nowhere"):
         load_image_folder(tmp_path / "nowhere", size=8)
     (tmp_path / "readme.txt").write_text("x")
-    with pytest.raises(ValueError, match="holds no image files"):
+    with pytest.raises(ValueError, match="holds no image files"), pytest.warns(UserWarning, match="left out"):
         load_image_folder(tmp_path, size=8)
 
 

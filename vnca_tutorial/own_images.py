@@ -2,30 +2,44 @@
 
 Explained in the appendix "Your own images" (book/13_own_images.md). A VNCA models square images of
 2 * 2**K pixels a side: binary images (values 0 and 1) with the Bernoulli likelihood, or 8-bit RGB
-(integers 0..255) with the discretized logistic mixture. `load_image_folder` turns any folder of PNG, JPEG, ... files into one of the
-two; `split` holds out a random test set.
+(integers 0..255) with the discretized logistic mixture. `load_image_folder` turns any folder of PNG,
+JPEG, ... files into one of the two; `split` holds out a random test set.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .data import ImageData, _composite_on_white, random_indices
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+def _to_8_bits(im: Image.Image, path: Path) -> Image.Image:
+    """16-bit greyscale scaled to 8 bits (PIL's convert would clip it to white); float images refused."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im).astype(np.float64)                        # (H, W)
+        if grey.min() < 0 or grey.max() > 65535:
+            raise ValueError(f"{path}: 32-bit integer pixels outside 0..65535; convert it to 8 or 16 bits")
+        return Image.fromarray(np.round(grey * 255 / 65535).astype(np.uint8), "L")
+    if im.mode == "F":
+        raise ValueError(f"{path} holds floating-point pixels, whose range PIL does not know; save it as "
+                         f"an 8- or 16-bit image first")
+    return im
+
+
 def _square_rgba(path: Path, size: int) -> np.ndarray:  # -> uint8 (size, size, 4)
-    """The file's first frame, centre-cropped to a square and resized to size x size, as RGBA."""
+    """The file's first frame, upright (EXIF), centre-cropped to a square and resized to size x size."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGBA")
-    except (UnidentifiedImageError, OSError) as e:
+            im = _to_8_bits(ImageOps.exif_transpose(im), path).convert("RGBA")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path} is not an image PIL can read ({e}); remove it from the folder or "
                          f"convert it to PNG") from None
     w, h = im.size
@@ -38,11 +52,17 @@ def _square_rgba(path: Path, size: int) -> np.ndarray:  # -> uint8 (size, size, 
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
-    """The image files directly in ``folder`` (not in subfolders), sorted by name."""
+    """The image files directly in ``folder`` (not in subfolders, not hidden ones such as macOS's ``._x.jpg``),
+    sorted by name. Warns about the files of other kinds it leaves out (e.g. ``.heic``: convert them)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder}: give the folder that holds your image files")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    visible = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = sorted(p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES)
+    others = sorted({p.suffix.lower() or "(no suffix)" for p in visible} - set(IMAGE_SUFFIXES))
+    if others:
+        warnings.warn(f"{folder}: left out {len(visible) - len(files)} file(s) of other kinds "
+                      f"({', '.join(others)}); convert any images among them to PNG", stacklevel=3)
     if not files:
         raise ValueError(f"{folder} holds no image files (looked for {', '.join(IMAGE_SUFFIXES)}; "
                          f"subfolders are not searched)")
@@ -54,11 +74,12 @@ def load_image_folder(folder: str | os.PathLike, size: int, binary: bool = False
     """Every image file in ``folder`` as a VNCA's data set (book/13_own_images.md).
 
     Each image is centre-cropped to a square, resized to ``size`` x ``size`` (shrunk by area averaging,
-    enlarged bilinearly) and put on white where it is transparent. By default the result is 8-bit RGB, uint8 (N, 3, size, size) in [0, 255],
-    for the discretized logistic likelihood. With ``binary=True`` it is float32 (N, 1, size, size) in
-    {0, 1}, for the Bernoulli likelihood: a pixel is 1 where its grey level (0 black, 1 white) is above
-    ``threshold``. Binarized MNIST draws white digits on black; for dark strokes on light paper pass
-    ``invert=True``, which turns the grey levels over (1 - grey) before the threshold.
+    enlarged bilinearly) and put on white where it is transparent; photos are turned upright as their EXIF
+    says, and 16-bit greyscale is scaled to 8 bits. By default the result is 8-bit RGB, uint8
+    (N, 3, size, size) in [0, 255], for the discretized logistic likelihood. With ``binary=True`` it is
+    float32 (N, 1, size, size) in {0, 1}, for the Bernoulli likelihood: a pixel is 1 where its grey level
+    (0 black, 1 white) is above ``threshold``. Binarized MNIST draws white digits on black; for dark
+    strokes on light paper pass ``invert=True``, which turns the grey levels over (1 - grey) first.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 2:
         raise ValueError(f"size must be an integer >= 2 (a doubling VNCA makes 2 * 2**K pixels a side: "
