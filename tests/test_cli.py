@@ -31,6 +31,7 @@ TINY = ["z_dim=8", "hidden=8", "encoder_channels=4", "batch_size=4"]
 TINY_DOUBLING = ["--set", *TINY, "n_blocks=1", "steps_per_stage=2"]      # 15 states
 TINY_CELEBA = ["--set", "z_dim=16", "hidden=8", "encoder_channels=4", "batch_size=4", "n_blocks=1",
                "steps_per_stage=1"]
+FOLDER_8X8 = ["dataset=folder", "image_size=8", "n_doublings=2"]           # after a --set
 TINY_NONDOUBLING = ["--set", *TINY, "min_steps=2", "max_steps=4", "pool_size=8"]
 
 T = ["train", "--preset", "mnist_doubling_cpu"]
@@ -121,6 +122,15 @@ def write_tiny_celeba(root: Path, n_train: int = 5, n_test: int = 3) -> None:
     (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
 
 
+def write_tiny_folder(folder: Path, n: int = 12) -> None:
+    """A folder of your own images: n random 10x12 RGB PNGs (cropped to 10x10 and shrunk to 8x8 on loading)."""
+    from PIL import Image
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(folder / f"picture_{i:02d}.png")
+
+
 def environment(tmp: Path) -> dict:
     env = dict(os.environ)
     env.update(VNCA_DATA_DIR=str(tmp / "data"), VNCA_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1",
@@ -135,6 +145,7 @@ def cli(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     write_tiny_mnist(tmp / "data")
     write_tiny_celeba(tmp / "celeba_root")
+    write_tiny_folder(tmp / "pictures")
     (tmp / "empty").mkdir()
     (tmp / "garbage.safetensors").write_bytes(b"this is not a safetensors file" * 20)
     run = tmp / "run"
@@ -170,6 +181,12 @@ def cli(tmp_path_factory):
         ("damage", ["damage", "--checkpoint", ck, "--n", "2", "--out", p["damage"]]),
         ("damage_square", ["damage", *nd, "--kind", "square", "--at-step", "3", "--steps", "6", "--n", "2",
                            "--out", p["damage_nd"]]),
+        # a folder of your own images: trained on, then its held-out tenth evaluated
+        ("folder_train", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "folder_run"),
+                          "--data-dir", str(tmp / "pictures"), "--updates", "2", "--eval-every", "1",
+                          "--threads", "1", *TINY_CELEBA, *FOLDER_8X8]),
+        ("folder_eval", ["eval", "--checkpoint", str(tmp / "folder_run" / "checkpoint.safetensors"),
+                         "--data-dir", str(tmp / "pictures"), "--k", "2", "--json", str(tmp / "folder.json")]),
         # CelebA is read lazily, image by image (RGB, discretized logistic likelihood)
         ("celeba_train", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "celeba_run"),
                           "--data-dir", str(tmp / "celeba_root"), "--updates", "1", "--eval-every", "1",
@@ -193,8 +210,10 @@ def cli(tmp_path_factory):
                             "--data-dir", str(tmp / "empty"), *TINY_DOUBLING]),
         ("celeba_without_data_dir", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "r3"),
                                      *TINY_CELEBA]),
-        ("own_images_dataset", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r8"),
-                                *TINY_DOUBLING, "dataset=folder"]),
+        ("unknown_dataset", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r8"),
+                             *TINY_DOUBLING, "dataset=imagenet"]),
+        ("folder_without_data_dir", ["train", "--preset", "celeba_doubling_cpu", "--run-dir", str(tmp / "r9"),
+                                     *TINY_CELEBA, *FOLDER_8X8]),
         ("image_size", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r4"),
                         "--set", "image_size=30"]),
         ("image_size_vs_data", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r5"),
@@ -360,6 +379,17 @@ def test_eval_of_a_pretrained_model_prints_its_card_figure(cli):
     assert f"k={card['k']}, {card['n_images']} test images" in r["stdout"], r["stdout"]
 
 
+def test_a_folder_of_images_trains_and_its_held_out_tenth_is_evaluated(cli):
+    r = cli["r"]
+    assert r["folder_train"]["rc"] == 0, r["folder_train"]["stderr"]
+    assert "on 11 images" in r["folder_train"]["stderr"] and "[test: 1 of 12" in r["folder_train"]["stderr"]
+    assert (cli["tmp"] / "folder_run" / "checkpoint.safetensors").is_file()
+    assert r["folder_eval"]["rc"] == 0, r["folder_eval"]["stderr"]
+    record = json.loads((cli["tmp"] / "folder.json").read_text())
+    assert record["n_images"] == 1 and "[test: 1 of 12, seed 0]" in record["data"]
+    assert math.isfinite(record["nats"]) and record["nats"] < 0
+
+
 def test_celeba_is_read_lazily(cli):
     r = cli["r"]["celeba_train"]
     assert r["rc"] == 0, r["stderr"]
@@ -453,7 +483,8 @@ def test_data_errors(cli):
     assert_error(r["empty_data_env"], "empty", "binarized_mnist.npz", alone=False)
     assert_error(r["empty_data_dir"], "empty", "binarized_mnist.npz", alone=False)
     assert_error(r["celeba_without_data_dir"], "--data-dir")
-    assert_error(r["own_images_dataset"], "data set 'folder'", "load_image_folder", "Your own images")
+    assert_error(r["unknown_dataset"], "data set 'imagenet'", "--set dataset=folder --data-dir FOLDER")
+    assert_error(r["folder_without_data_dir"], "dataset=folder", "--data-dir FOLDER")
     assert_error(r["truncated_download"], "corrupt or incomplete", "sha256", alone=False)
     assert not list((cli["tmp"] / "cache").glob("*.amat"))                   # nothing half-written kept
 

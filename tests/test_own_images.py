@@ -7,7 +7,7 @@ from PIL import Image
 from vnca_tutorial import get_preset
 from vnca_tutorial.checks import check_images
 from vnca_tutorial.model import VNCA
-from vnca_tutorial.own_images import image_files, load_image_folder, split
+from vnca_tutorial.own_images import folder_split, image_files, load_image_folder, split
 
 
 def save(folder, name, array, mode=None):
@@ -162,3 +162,26 @@ def test_split_refuses_a_test_set_that_leaves_nothing(tmp_path, n_test):
         save(tmp_path, f"{i:02d}.png", np.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match="n_test must be an integer from 1 to 19"):
         split(load_image_folder(tmp_path, size=4), n_test)
+
+
+def test_folder_splits_partition_the_folder_the_same_way_every_time(tmp_path):
+    for i in range(30):
+        save(tmp_path, f"{i:02d}.png", np.full((4, 4, 3), 8 * i))
+    names = {w: folder_split(tmp_path, w, size=4).names for w in ("train", "test", "fit", "valid")}
+    assert len(names["test"]) == 3 and len(names["train"]) == 27                # a tenth held out
+    assert len(names["valid"]) == 2 and len(names["fit"]) == 25                 # a tenth of train
+    assert set(names["train"]) | set(names["test"]) == {f"{i:02d}.png" for i in range(30)}
+    assert not set(names["train"]) & set(names["test"])
+    assert set(names["fit"]) | set(names["valid"]) == set(names["train"]) and not set(names["fit"]) & set(names["valid"])
+    assert folder_split(tmp_path, "test", size=4).names == names["test"]        # the same on every call
+    binary = folder_split(tmp_path, "train", size=4, binary=True)
+    assert binary.images.shape == (27, 1, 4, 4)
+
+
+def test_folder_split_refuses_unknown_splits_and_tiny_folders(tmp_path):
+    for i in range(3):
+        save(tmp_path, f"{i}.png", np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        folder_split(tmp_path, "validation", size=4)
+    with pytest.raises(ValueError, match="holds 3 images: a folder needs at least 4"):
+        folder_split(tmp_path, "train", size=4)

@@ -194,13 +194,18 @@ class LazyImages:
 def _load_split(config, split: str, data_dir: str | None):
     """Images of one split of ``config.dataset``: a tensor (N, C, H, W), or LazyImages for CelebA."""
     from . import data
-    if config.dataset not in (*data.DATASETS, "celeba"):
-        raise CLIError(f"data set {config.dataset!r}: the vnca command loads only "
-                       f"{', '.join(sorted(data.DATASETS))} and celeba; for your own images use Python: "
-                       f"vnca_tutorial.own_images.load_image_folder, then train.train or "
-                       f"evaluate.evaluate_bound (the book's appendix 'Your own images'); sample, grow and "
-                       f"damage need no data")
+    if config.dataset not in (*data.DATASETS, "celeba", "folder"):
+        known = ", ".join(sorted(data.DATASETS))
+        raise CLIError(f"data set {config.dataset!r}: the vnca command loads {known}, celeba, and a folder "
+                       f"of your own images (--set dataset=folder --data-dir FOLDER); "
+                       f"sample, grow and damage need no data")
     try:
+        if config.dataset == "folder":
+            if data_dir is None:
+                raise CLIError("dataset=folder: name the folder of your images with --data-dir FOLDER")
+            from .own_images import folder_split
+            loaded = folder_split(data_dir, split, config.image_size, binary=config.likelihood == "bernoulli")
+            return loaded.images, loaded.source
         if config.dataset == "celeba":
             if data_dir is None:
                 raise CLIError("the celeba presets need --data-dir DIR, the folder that holds celeba/ "
@@ -368,9 +373,10 @@ def _write_animation(frames: list, out: Path, fps: float) -> Path:
 def training_splits(dataset: str, early_stopping: bool) -> tuple[str, str]:
     """(training split, validation split) of `vnca train`: the paper's training images and a random subset
     of the test split to monitor; with --early-stopping the validation images are held out of training
-    and chosen from (binarized MNIST: valid, Noto emoji: a tenth of train, CelebA: its valid partition)."""
+    and chosen from (binarized MNIST: valid, Noto emoji and an image folder: a tenth of train, CelebA: its
+    valid partition)."""
     if early_stopping:
-        return ("fit" if dataset == "noto_emoji" else "train"), "valid"
+        return ("fit" if dataset in ("noto_emoji", "folder") else "train"), "valid"
     return ("trainval" if dataset == "binarized_mnist" else "train"), "test"
 
 
@@ -610,7 +616,9 @@ def _train_parser(sub) -> None:
                            "grids; --resume continues a killed run exactly.\n\n"
                            "example:\n  vnca train --preset mnist_doubling_cpu --updates 3000 "
                            "--set lr=1e-3 batch_size=16\n"
-                           "  torchrun --nproc_per_node 2 -m vnca_tutorial train --preset mnist_doubling_cpu\n\n"
+                           "  torchrun --nproc_per_node 2 -m vnca_tutorial train --preset mnist_doubling_cpu\n"
+                           "  vnca train --preset celeba_doubling_cpu --set dataset=folder --data-dir my_pictures"
+                           "   # your own 32x32 colour images\n\n"
                            f"presets: {presets}"))
     p.add_argument("--preset", required=True, metavar="NAME", help="which model and data set")
     p.add_argument("--run-dir", metavar="DIR", default=None, help="output folder (default: runs/PRESET)")
@@ -618,7 +626,8 @@ def _train_parser(sub) -> None:
                    help="train up to this many updates (default: the config's n_updates)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding the data set (default: $VNCA_DATA_DIR, then the cache); "
-                        "required for celeba")
+                        "required for celeba and for your own images (--set dataset=folder: a folder of "
+                        "image files, a random tenth held out as the test split)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the update network's arithmetic (default: auto, bf16 autocast on a GPU or a CPU with "
                         "AMX units, else float32)")
@@ -655,7 +664,9 @@ def _eval_parser(sub) -> None:
                    help="a random subset (fixed by --seed) of N test images (default: all; with --pretrained, "
                         "the images of the model card, so that the command reproduces its figure)")
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="images evaluated at a time (default: 8)")
-    p.add_argument("--data-dir", metavar="DIR", default=None, help="folder holding the data set")
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="folder holding the data set (for a model trained with dataset=folder: the same "
+                        "image folder; its held-out tenth is evaluated)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON")
     p.add_argument("--resume-file", metavar="FILE", default=None,
                    help="keep progress in FILE (.safetensors); run the same command again to continue an "

@@ -116,3 +116,24 @@ def split(data: ImageData, n_test: int, seed: int = 0) -> tuple[ImageData, Image
                              source=f"{data.source} [{name}: {len(idx)} of {len(data)}, seed {seed}]",
                              names=None if data.names is None else tuple(data.names[i] for i in idx.tolist())))
     return parts[0], parts[1]
+
+
+FOLDER_SPLITS = ("train", "test", "fit", "valid")   # fit + valid = train; train + test = the folder
+
+
+def folder_split(folder: str | os.PathLike, which: str, size: int, binary: bool = False) -> ImageData:
+    """One split of a folder of images, as ``vnca train`` and ``vnca eval`` use it (``--set dataset=folder
+    --data-dir FOLDER``): "test" is a random tenth of the folder (at least one image, seed 0), "train" the
+    rest; with --early-stopping "valid" is a random tenth of "train" (seed 1) and "fit" the rest. The same
+    folder gives the same splits on every call, so `vnca eval` measures images `vnca train` never saw."""
+    if which not in FOLDER_SPLITS:
+        raise ValueError(f"unknown split {which!r} of an image folder; valid: {', '.join(FOLDER_SPLITS)}")
+    data = load_image_folder(folder, size, binary=binary)
+    if len(data) < 4:
+        raise ValueError(f"{folder} holds {len(data)} images: a folder needs at least 4 (train, test and "
+                         f"validation images), and far more to learn from")
+    train, test = split(data, max(1, len(data) // 10), seed=0)
+    if which in ("train", "test"):
+        return train if which == "train" else test
+    fit, valid = split(train, max(1, len(train) // 10), seed=1)
+    return fit if which == "fit" else valid
