@@ -15,6 +15,8 @@ figures for the shipped models and writes them into their cards. Explained in ch
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -23,19 +25,22 @@ from torch import Tensor
 
 from .damage import damage_random_square, damage_right_half
 
+if TYPE_CHECKING:
+    from .model import VNCA
+
 DAMAGES: dict[str, Callable[..., Tensor]] = {
     "random_square": damage_random_square,   # an H/2 x W/2 square, as in pool training
     "right_half": damage_right_half,         # never seen in training
 }
 
 
-def t_max(model) -> int:
+def t_max(model: VNCA) -> int:
     """The number of NCA steps the model decodes with (what training saw last)."""
     c = model.config
     return c.max_steps if not model.doubling else c.n_steps
 
 
-def log_px_given_state(model, state: Tensor, x: Tensor) -> Tensor:  # (B, Z, H, W), (B, C, H, W) -> (B,)
+def log_px_given_state(model: VNCA, state: Tensor, x: Tensor) -> Tensor:  # (B, Z, H, W), (B, C, H, W) -> (B,)
     """log p(x | cell states): the likelihood read from the states' first channels, in nats; NaN for
     images whose state has overflowed (some value NaN or infinite)."""
     finite = torch.isfinite(state).flatten(1).all(1)                 # (B,)
@@ -44,7 +49,7 @@ def log_px_given_state(model, state: Tensor, x: Tensor) -> Tensor:  # (B, Z, H, 
     return torch.where(finite, log_px, torch.full_like(log_px, float("nan")))
 
 
-def run_on(model, state: Tensor, steps: int) -> Tensor:  # (B, Z, H, W) -> same
+def run_on(model: VNCA, state: Tensor, steps: int) -> Tensor:  # (B, Z, H, W) -> same
     """``steps`` more NCA steps on the grid as it is (no doubling)."""
     for _ in range(steps):
         state = model.decoder.nca.step(state)
@@ -52,7 +57,7 @@ def run_on(model, state: Tensor, steps: int) -> Tensor:  # (B, Z, H, W) -> same
 
 
 @torch.no_grad()
-def z_use(model, x: Tensor, seed: int = 0) -> dict[str, float]:
+def z_use(model: VNCA, x: Tensor, seed: int = 0) -> dict[str, float]:
     """Mean log p(x|z) with each digit's posterior mean z and with a shuffled one (another digit's)."""
     z = model.q_z_given_x(x).mean                                   # (B, Z)
     perm = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))
@@ -84,7 +89,7 @@ class Stability:
 
 
 @torch.no_grad()
-def stability(model, x: Tensor, multiples: tuple[int, ...] = (1, 2, 10), long: int = 1000) -> Stability:
+def stability(model: VNCA, x: Tensor, multiples: tuple[int, ...] = (1, 2, 10), long: int = 1000) -> Stability:
     """Decode each digit's posterior mean z and keep running: the figures at T_max times ``multiples``
     and at ``long`` steps."""
     T = t_max(model)
@@ -123,7 +128,7 @@ class Recovery:
 
 
 @torch.no_grad()
-def recovery(model, x: Tensor, damage: str = "random_square", tolerance: float = 10.0,
+def recovery(model: VNCA, x: Tensor, damage: str = "random_square", tolerance: float = 10.0,
              seed: int = 0) -> Recovery:
     """Damage the state of each digit at T_max, run T_max more steps: is log p(x|state) back within
     ``tolerance`` nats of its undamaged value at T_max?"""
@@ -160,7 +165,7 @@ class AttractorReport:
         return asdict(self)
 
 
-def attractor_report(model, x: Tensor, seed: int = 0) -> AttractorReport:
+def attractor_report(model: VNCA, x: Tensor, seed: int = 0) -> AttractorReport:
     """`z_use`, `stability` and `recovery` (both damages) of ``model`` on test digits ``x``, with every
     random draw (update masks, damage squares) made under ``seed``."""
     torch.manual_seed(seed)

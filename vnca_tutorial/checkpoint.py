@@ -7,12 +7,15 @@ Explained in chapter 10 (book/10_scaling.md).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -20,6 +23,9 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from .checks import check_device
+
+if TYPE_CHECKING:
+    from .vae import VAE
 from .config import ModelConfig, config_from_dict, config_to_dict
 
 
@@ -62,7 +68,7 @@ def _remove_stale_temps(path: Path) -> None:
             pass
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)``, put it on disk, then rename it onto ``path``: readers never see a
     half-written file, and a crash or power cut leaves either the old file or the new one."""
     path = Path(path)
@@ -179,7 +185,7 @@ def optimizer_state(tensors: dict, meta: dict) -> dict | None:
 
 
 def load_model(path: str | os.PathLike, expected_preset: str | None = None,
-               map_location: str | torch.device = "cpu"):
+               map_location: str | torch.device = "cpu") -> VAE:
     """Rebuild the model a checkpoint describes and load its weights (nothing is unpickled)."""
     from .model import build_model
     check_device(map_location)

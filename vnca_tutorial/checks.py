@@ -51,7 +51,7 @@ def check_latents(z: Tensor, z_dim: int) -> None:
         raise ValueError("z contains NaN or infinite values")
 
 
-def check_count(value, name: str) -> None:
+def check_count(value: object, name: str) -> None:
     """Raise ValueError unless value is a positive integer (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -5,10 +5,15 @@ floating-point operations; tests/test_cost.py checks these counts against PyTorc
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from .decoders import StepInfo
+
+if TYPE_CHECKING:
+    from .vae import VAE
 
 
 def cell_updates(schedule: list[StepInfo]) -> int:
@@ -45,7 +50,7 @@ def layer_macs(module: nn.Module, x: Tensor) -> int:
     return total
 
 
-def forward_cost(model) -> dict:
+def forward_cost(model: VAE) -> dict:
     """MACs of one image through the encoder and the decoder (non-doubling: T = max_steps); for a VNCA also
     u's MACs per cell update and the number of cell updates."""
     c = model.config

@@ -11,13 +11,15 @@ import torch
 from torch import Tensor
 
 
-def right_half_mask(height: int, width: int, device=None) -> Tensor:  # (H, W) bool, True = damaged
+def right_half_mask(height: int, width: int,
+                    device: torch.device | str | None = None) -> Tensor:  # (H, W) bool, True = damaged
     mask = torch.zeros(height, width, dtype=torch.bool, device=device)
     mask[:, width // 2:] = True
     return mask
 
 
-def square_mask(height: int, width: int, top: int, left: int, size: int, device=None) -> Tensor:
+def square_mask(height: int, width: int, top: int, left: int, size: int,
+                device: torch.device | str | None = None) -> Tensor:
     """An (H, W) bool mask with a size x size square at (top, left) set (clipped to the grid)."""
     if size < 1 or not (0 <= top < height and 0 <= left < width):
         raise ValueError(f"square of size {size} at (top={top}, left={left}) does not lie in a "
@@ -42,7 +44,7 @@ def damage_right_half(state: Tensor) -> Tensor:  # (B, C, H, W) -> same
 
 
 def random_square_masks(batch: int, height: int, width: int, generator: torch.Generator | None = None,
-                        device=None) -> Tensor:  # (B, H, W) bool
+                        device: torch.device | str | None = None) -> Tensor:  # (B, H, W) bool
     """For each example, a random H/2 x W/2 square (the damage of pool training, appendix A.3)."""
     sh, sw = height // 2, width // 2
     tops = torch.randint(0, height - sh + 1, (batch,), generator=generator)
@@ -59,7 +61,7 @@ def damage_random_square(state: Tensor, generator: torch.Generator | None = None
     return apply_mask(state, random_square_masks(b, h, w, generator, device=state.device))
 
 
-def as_hook(damage: Callable[[Tensor], Tensor], at_step: int):
+def as_hook(damage: Callable[[Tensor], Tensor], at_step: int) -> Callable[..., Tensor]:
     """A decoder ``on_step`` hook that applies ``damage`` to the state with trajectory index ``at_step``."""
     def hook(index: int, info, state: Tensor) -> Tensor:
         return damage(state) if index == at_step else state

@@ -5,6 +5,8 @@ Explained in chapter 5 (book/05_evaluation.md).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import json
 import os
@@ -17,6 +19,9 @@ import torch
 from torch import Tensor
 
 from .bounds import bits_per_dim
+
+if TYPE_CHECKING:
+    from .vae import VAE
 
 
 @dataclass
@@ -57,7 +62,7 @@ def batch_generator(seed: int, batch: int) -> torch.Generator:
 
 
 @torch.inference_mode()
-def evaluate_log_px(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
+def evaluate_log_px(model: VAE, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
                     seed: int = 0, progress: bool = False, resume_file: str | os.PathLike | None = None,
                     save_every_s: float = 60.0, first_batch: int = 0, **decode_kwargs) -> Tensor:
     """The IWAE bound with ``k`` samples of every image, in nats, (N,); deterministic under ``seed``;
@@ -100,7 +105,7 @@ def _rng_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
 
 
-def evaluate_bound(model, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
+def evaluate_bound(model: VAE, images: Tensor, k: int = 128, batch_size: int = 8, chunk: int | None = None,
                    seed: int = 0, progress: bool = False, resume_file: str | os.PathLike | None = None,
                    save_every_s: float = 60.0, **decode_kwargs) -> BoundResult:
     """Mean IWAE bound with ``k`` samples over ``images`` (N, C, H, W), with its standard error:

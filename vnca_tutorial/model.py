@@ -14,7 +14,7 @@ from .decoders import DoublingDecoder, NonDoublingDecoder, StepHook, StepInfo
 from .vae import VAE
 
 
-def make_decoder(config: DoublingConfig | NonDoublingConfig):
+def make_decoder(config: DoublingConfig | NonDoublingConfig) -> DoublingDecoder | NonDoublingDecoder:
     """The NCA decoder a config describes."""
     c = config
     if isinstance(c, DoublingConfig):
@@ -62,7 +62,7 @@ class VNCA(VAE):
         return states, schedule
 
 
-def build_model(config: ModelConfig | str):
+def build_model(config: ModelConfig | str) -> VAE:
     """The model a config (or preset name) describes: VNCA, or ConvVAE for the baseline."""
     from .baseline import ConvVAE
     config = get_preset(config) if isinstance(config, str) else config

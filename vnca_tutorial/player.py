@@ -6,6 +6,8 @@ and fetches nothing. Explained in chapter 11 (book/11_interactive.md).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import base64
 import html
 import io
@@ -24,6 +26,9 @@ from .trajectories import (_check_trajectory, _image_batch, brush_mask, damage_m
                            default_damage_step, default_steps, encode, grow_frames, prior_z, schedule,
                            to_unit)
 from .viz import image_grid
+
+if TYPE_CHECKING:
+    from .model import VNCA
 
 DISPLAY_PIXELS = 160  # each image is drawn about this wide (nearest-neighbour upscaling)
 _PLAYER = string.Template(resources.files("vnca_tutorial").joinpath("player.html").read_text())
@@ -70,8 +75,8 @@ def frames_to_html(frames: Sequence[np.ndarray], captions: Sequence[str], interv
         interval=int(interval))
 
 
-def growth_animation_html(model, n: int = 4, seed: int = 0, images=None, steps: int | None = None,
-                          interval: int = 120, scale: int = 3) -> str:
+def growth_animation_html(model: VNCA, n: int = 4, seed: int = 0, images: Tensor | None = None,
+                          steps: int | None = None, interval: int = 120, scale: int = 3) -> str:
     """HTML of a no-kernel animation of n growths (z ~ p(z) with ``seed``, or the encodings of the first
     n of ``images``): the image mean of every state, upscaled to the final grid."""
     _check_trajectory(model)
@@ -83,8 +88,8 @@ def growth_animation_html(model, n: int = 4, seed: int = 0, images=None, steps: 
     return frames_to_html(frames, titles, interval)
 
 
-def damage_animation_html(model, damage: str | Tensor = "right half", at_step: int | None = None,
-                          n: int = 4, seed: int = 0, images=None, steps: int | None = None,
+def damage_animation_html(model: VNCA, damage: str | Tensor = "right half", at_step: int | None = None,
+                          n: int = 4, seed: int = 0, images: Tensor | None = None, steps: int | None = None,
                           interval: int = 120, scale: int = 3) -> str:
     """HTML of a no-kernel animation of n growths, undamaged (top row) and damaged at ``at_step`` (bottom
     row). ``damage``: "right half", "square" (the centred half-size square), or a brush mask (see

@@ -11,10 +11,15 @@ Explained in chapter 8 (book/08_pool_damage.md).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from .damage import damage_random_square
+
+if TYPE_CHECKING:
+    from .model import VNCA
 
 
 class StatePool:
@@ -86,7 +91,7 @@ def state_overflow(state: Tensor, bound: float) -> Tensor:  # (B, Z, H, W) -> (B
     return (state - state.clamp(-bound, bound)).abs().sum(dim=(1, 2, 3))
 
 
-def age(model, states: Tensor, max_extra: int, generator: torch.Generator | None = None) -> Tensor:
+def age(model: VNCA, states: Tensor, max_extra: int, generator: torch.Generator | None = None) -> Tensor:
     """Run pool states E ~ U{0, ..., max_extra} more steps without gradient (identity for max_extra = 0).
 
     Not in the paper: it makes the states the loss sees older, at a third of the cost of training steps,
@@ -98,13 +103,13 @@ def age(model, states: Tensor, max_extra: int, generator: torch.Generator | None
         return model.decoder.run(states, extra)
 
 
-def step_change(model, states: Tensor) -> Tensor:  # (B, Z, H, W) -> (B,)
+def step_change(model: VNCA, states: Tensor) -> Tensor:  # (B, Z, H, W) -> (B,)
     """|s_{t+1} - s_t|: the L2 norm of the change one more NCA step makes to each state. Zero at a fixed
     point of the rule; the `stationarity` penalty of pool training (not in the paper; chapter 8)."""
     return (model.decoder.nca.step(states) - states).flatten(1).norm(dim=1)
 
 
-def regrowth(model, grown: Tensor, x: Tensor, steps: int,
+def regrowth(model: VNCA, grown: Tensor, x: Tensor, steps: int,
              generator: torch.Generator | None = None) -> Tensor:  # (n, Z, H, W), (n, C, H, W) -> (n,)
     """log p(x|state) after a random square of each grown state is zeroed and ``steps`` more steps run.
 
@@ -114,7 +119,7 @@ def regrowth(model, grown: Tensor, x: Tensor, steps: int,
     return model.likelihood(regrown).log_prob(x)
 
 
-def pool_loss(model, x: Tensor, pool: StatePool, beta: float, steps: int,
+def pool_loss(model: VNCA, x: Tensor, pool: StatePool, beta: float, steps: int,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
     """Minus the beta-ELBO of one pool-training batch (appendix A.3); x (B, C, H, W) are fresh images.
 

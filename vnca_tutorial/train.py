@@ -13,6 +13,8 @@ the orchestration around them. Explained in chapter 4 (book/04_vae.md) and chapt
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import csv
 import json
 import logging
@@ -34,6 +36,9 @@ from .model import build_model
 from .pool import StatePool, pool_loss
 from .viz import save_grid
 
+if TYPE_CHECKING:
+    from .vae import VAE
+
 log = logging.getLogger("vnca_tutorial.train")
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"         # TrainSettings.keep_best: the weights of the best validation ELBO
@@ -53,7 +58,7 @@ class PoolTraining(nn.Module):
         return pool_loss(self.model, x, pool, beta, steps)
 
 
-def batch_loss(net, x: Tensor, beta: float, pool: StatePool | None = None,
+def batch_loss(net: nn.Module, x: Tensor, beta: float, pool: StatePool | None = None,
                steps: int | None = None) -> tuple[Tensor, dict]:
     """The forward pass of one update (chapter 4): minus the mean beta-ELBO of the batch x (B, C, H, W)
     and its terms; with a pool, ``net`` is a `PoolTraining` and the batch a pool-training batch of
@@ -175,7 +180,7 @@ def _as_float(x: Tensor, device: str) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate_elbo(model, images: Tensor, batch_size: int = 64) -> float:
+def evaluate_elbo(model: VAE, images: Tensor, batch_size: int = 64) -> float:
     """Mean ELBO (nats per image, beta = 1) over ``images``."""
     model.eval()
     total = 0.0
@@ -298,7 +303,7 @@ def _init_weights(path: Path, model) -> None:
 
 
 def train(config: ModelConfig, images: Tensor, settings: TrainSettings | None = None,
-          val_images: Tensor | None = None):
+          val_images: Tensor | None = None) -> tuple[VAE, list[dict]]:
     """Train ``config`` on ``images`` (N, C, H, W); returns the model and the list of logged rows.
 
     A fixed-seed random ``settings.eval_images`` of ``val_images`` are the validation subset (never the

@@ -8,6 +8,8 @@ damage, and the error between them, Figs. 9 and 11). `vnca_tutorial.widgets` put
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -20,11 +22,15 @@ from .decoders import StepInfo
 from .evaluate import _rng_devices
 from .viz import resize_nearest
 
+if TYPE_CHECKING:
+    from .model import VNCA
+    from .vae import VAE
+
 DAMAGE_KINDS = ("right half", "square", "brush")
 
 
 # --------------------------------------------------------------------------- helpers
-def has_trajectory(model) -> bool:
+def has_trajectory(model: VAE) -> bool:
     """True for models whose decoder grows through states (the VNCA); False for the conv baseline."""
     return getattr(model, "grows", False)
 
@@ -56,12 +62,12 @@ def _one_image(images: Tensor | None, index: int) -> Tensor:  # -> (1, C, H, W)
 
 
 @torch.no_grad()
-def encode(model, x: Tensor) -> Tensor:
+def encode(model: VAE, x: Tensor) -> Tensor:
     """The mean of q(z|x), (B, Z): the code the widgets grow from a test image."""
     return model.q_z_given_x(x).mean
 
 
-def prior_z(model, n: int = 1, seed: int = 0) -> Tensor:
+def prior_z(model: VAE, n: int = 1, seed: int = 0) -> Tensor:
     """n draws z ~ p(z) = N(0, I), (n, Z), reproducible from ``seed``."""
     z = torch.randn(n, model.config.z_dim, generator=torch.Generator().manual_seed(int(seed)))
     return z.to(model.device)
@@ -85,7 +91,7 @@ class Growth:
 
 
 @torch.no_grad()
-def image_frames(model, states: Sequence[Tensor], sample_seed: int | None = 0
+def image_frames(model: VNCA, states: Sequence[Tensor], sample_seed: int | None = 0
                  ) -> tuple[Tensor, Tensor | None]:
     """The mean and a sample of p(x | state) for every state, upscaled to the last state's grid.
 
@@ -114,7 +120,7 @@ def _seeded(draw: Callable[[], Tensor], seed: int, device: torch.device) -> Tens
 
 
 @torch.no_grad()
-def grow_frames(model, z: Tensor, steps: int | None = None, sample_seed: int | None = 0) -> Growth:
+def grow_frames(model: VNCA, z: Tensor, steps: int | None = None, sample_seed: int | None = 0) -> Growth:
     """Grow z (B, Z) with ``model.grow`` and keep, per state, the image mean and a sample (chapter 11).
     ``sample_seed=None`` skips the samples."""
     _check_trajectory(model)
@@ -170,14 +176,14 @@ def damage_mask(kind: str, size: int, top: int = 0, left: int = 0, square: int =
     raise ValueError(f"unknown damage {kind!r}; choose one of {DAMAGE_KINDS}")
 
 
-def default_steps(model) -> int | None:
+def default_steps(model: VNCA) -> int | None:
     """Trajectory length for damage experiments: a non-doubling VNCA grows for max_steps and then runs as
     many again to recover (Fig. 11); the doubling VNCA's length is fixed by its schedule (None)."""
     _check_trajectory(model)
     return None if model.doubling else 2 * model.decoder.max_steps
 
 
-def default_damage_step(model, steps: int | None = None) -> int:
+def default_damage_step(model: VNCA, steps: int | None = None) -> int:
     """Where the paper damages: a non-doubling VNCA once fully grown (step max_steps, Fig. 11); a
     doubling VNCA right after its last doubling, leaving the last M NCA steps to repair it."""
     _check_trajectory(model)
@@ -186,7 +192,7 @@ def default_damage_step(model, steps: int | None = None) -> int:
     return [i.index for i in model.decoder.schedule() if i.kind == "double"][-1]
 
 
-def schedule(model, steps: int | None = None) -> list[StepInfo]:
+def schedule(model: VNCA, steps: int | None = None) -> list[StepInfo]:
     """The StepInfo of every state a growth passes through (no computation)."""
     _check_trajectory(model)
     return model.decoder.schedule(steps)
@@ -209,7 +215,7 @@ class DamageResult:
 
 
 @torch.no_grad()
-def damage_trajectories(model, z: Tensor, mask: Tensor, at_step: int, x: Tensor | None = None,
+def damage_trajectories(model: VNCA, z: Tensor, mask: Tensor, at_step: int, x: Tensor | None = None,
                         steps: int | None = None) -> DamageResult:
     """Grow z twice, once untouched and once with ``mask`` zeroed in the state with index ``at_step``
     (via `damage.as_hook`), and measure the damage and the recovery. With stochastic cell updates

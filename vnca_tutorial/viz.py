@@ -4,12 +4,18 @@ Used by the book (chapters 6-11), the CLI and training logs.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def to_display(images: Tensor) -> Tensor:
@@ -36,7 +42,7 @@ def image_grid(images: Tensor, nrow: int = 8, padding: int = 2, scale: int = 1) 
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def show_grid(ax, images: Tensor, ncol: int, column_labels: list[str] | None = None,
+def show_grid(ax: Axes, images: Tensor, ncol: int, column_labels: list[str] | None = None,
               row_labels: list[str] | None = None, padding: int = 2) -> None:
     """Draw images (N, C, H, W) on the matplotlib axes ``ax`` as a grid of ``ncol`` columns, optionally
     labelling the columns and rows (the book's figures of chapters 6-9)."""
@@ -80,7 +86,7 @@ def save_gif(frames: list[np.ndarray], path: str | os.PathLike, ms_per_frame: in
     return path
 
 
-def plot_scaling(result: dict):
+def plot_scaling(result: dict) -> Figure:
     """Plot a ``benchmarks/scaling.py`` result: CPU time, peak memory and FLOPs of one update vs image size.
 
     Explained in chapter 10 (book/10_scaling.md). ``result`` is the JSON that the script writes: per series
@@ -118,7 +124,7 @@ def plot_scaling(result: dict):
     return fig
 
 
-def plot_learning_curves(cards: dict[str, dict]):
+def plot_learning_curves(cards: dict[str, dict]) -> Figure:
     """The validation ELBO that each model card records during training, against updates and against hours,
     with the paper's test bound of the same family as a dashed line.
 
