@@ -174,6 +174,7 @@ def test_folder_splits_partition_the_folder_the_same_way_every_time(tmp_path):
     assert not set(names["train"]) & set(names["test"])
     assert set(names["fit"]) | set(names["valid"]) == set(names["train"]) and not set(names["fit"]) & set(names["valid"])
     assert folder_split(tmp_path, "test", size=4).names == names["test"]        # the same on every call
+    assert "[valid: 2 of 27, seed 1]" in folder_split(tmp_path, "valid", size=4).source
     binary = folder_split(tmp_path, "train", size=4, binary=True)
     assert binary.images.shape == (27, 1, 4, 4)
 

@@ -99,8 +99,10 @@ def load_image_folder(folder: str | os.PathLike, size: int, binary: bool = False
                      names=tuple(p.name for p in files))
 
 
-def split(data: ImageData, n_test: int, seed: int = 0) -> tuple[ImageData, ImageData]:
+def split(data: ImageData, n_test: int, seed: int = 0,
+          names: tuple[str, str] = ("train", "test")) -> tuple[ImageData, ImageData]:
     """(train, test): ``n_test`` images drawn at random (fixed ``seed``) as the test set, the rest to train.
+    ``names`` label the two parts in their ``source`` (e.g. ("fit", "valid") for a validation split).
 
     Hold the test images out of training and out of every choice you make (checkpoints, settings); report
     the bound on them once, at the end (chapter 5).
@@ -110,7 +112,7 @@ def split(data: ImageData, n_test: int, seed: int = 0) -> tuple[ImageData, Image
                          f"images, and training needs at least one), got {n_test!r}")
     order = torch.from_numpy(random_indices(len(data), len(data), seed))
     parts = []
-    for name, idx in (("train", order[n_test:].sort().values), ("test", order[:n_test].sort().values)):
+    for name, idx in ((names[0], order[n_test:].sort().values), (names[1], order[:n_test].sort().values)):
         parts.append(replace(data, images=data.images[idx],
                              labels=None if data.labels is None else data.labels[idx],
                              source=f"{data.source} [{name}: {len(idx)} of {len(data)}, seed {seed}]",
@@ -135,5 +137,5 @@ def folder_split(folder: str | os.PathLike, which: str, size: int, binary: bool 
     train, test = split(data, max(1, len(data) // 10), seed=0)
     if which in ("train", "test"):
         return train if which == "train" else test
-    fit, valid = split(train, max(1, len(train) // 10), seed=1)
+    fit, valid = split(train, max(1, len(train) // 10), seed=1, names=("fit", "valid"))
     return fit if which == "fit" else valid
