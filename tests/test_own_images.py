@@ -153,7 +153,7 @@ def test_split_is_random_disjoint_complete_and_reproducible(tmp_path):
             assert image.equal(data.images[data.names.index(name)])
     assert split(data, 5, seed=0)[1].names == test.names
     assert split(data, 5, seed=1)[1].names != test.names
-    assert "[test: 5 of 20, seed 0]" in test.source
+    assert "[test: 5 of 20, seed 0]" in test.source and "[train: 15 of 20, seed 0]" in train.source
 
 
 @pytest.mark.parametrize("n_test", [0, 20, 25, -1, 2.0, True])
@@ -174,6 +174,7 @@ def test_folder_splits_partition_the_folder_the_same_way_every_time(tmp_path):
     assert not set(names["train"]) & set(names["test"])
     assert set(names["fit"]) | set(names["valid"]) == set(names["train"]) and not set(names["fit"]) & set(names["valid"])
     assert folder_split(tmp_path, "test", size=4).names == names["test"]        # the same on every call
+    assert names["test"] == split(load_image_folder(tmp_path, size=4), 3, seed=0)[1].names   # seed 0
     assert "[valid: 2 of 27, seed 1]" in folder_split(tmp_path, "valid", size=4).source
     binary = folder_split(tmp_path, "train", size=4, binary=True)
     assert binary.images.shape == (27, 1, 4, 4)
@@ -186,3 +187,34 @@ def test_folder_split_refuses_unknown_splits_and_tiny_folders(tmp_path):
         folder_split(tmp_path, "validation", size=4)
     with pytest.raises(ValueError, match="holds 3 images: a folder needs at least 4"):
         folder_split(tmp_path, "train", size=4)
+
+
+def test_grey_levels_weigh_the_colours_as_the_eye_does(tmp_path):
+    """ITU-R 601 luma: red counts 0.299, green 0.587, blue 0.114 (pure blue is dark, pure green bright)."""
+    for name, colour in (("r.png", (255, 0, 0)), ("g.png", (0, 255, 0)), ("b.png", (0, 0, 255))):
+        save(tmp_path, name, np.tile(np.array(colour, np.uint8), (4, 4, 1)))
+    for threshold, expected in ((0.1, [1, 1, 1]), (0.2, [1, 1, 0]), (0.35, [0, 1, 0]), (0.55, [0, 1, 0]),
+                                (0.6, [0, 0, 0])):
+        binary = load_image_folder(tmp_path, size=4, binary=True, threshold=threshold)   # files b, g, r
+        got = dict(zip(binary.names, binary.images.flatten(1).mean(1).tolist()))
+        assert [got["r.png"], got["g.png"], got["b.png"]] == expected, (threshold, got)
+
+
+def test_32_bit_integer_images_within_16_bits_are_scaled_and_others_refused(tmp_path):
+    Image.fromarray(np.array([[0, 0, 65535, 65535]] * 4, np.int32), "I").save(tmp_path / "top.tif")
+    assert load_image_folder(tmp_path, size=4).images[0, 0, 0].tolist() == [0, 0, 255, 255]   # both ends in
+    for value in (65536, -1):
+        Image.fromarray(np.full((4, 4), value, np.int32), "I").save(tmp_path / "top.tif")
+        with pytest.raises(ValueError, match="outside 0..65535"):
+            load_image_folder(tmp_path, size=4)
+
+
+def test_the_smallest_sizes_and_splits_that_are_allowed(tmp_path):
+    for i in range(4):
+        save(tmp_path, f"{i}.png", np.full((4, 4, 3), 60 * i))
+    assert load_image_folder(tmp_path, size=2).images.shape == (4, 3, 2, 2)
+    data = load_image_folder(tmp_path, size=4)
+    assert [len(part) for part in split(data, 1)] == [3, 1] and [len(part) for part in split(data, 3)] == [1, 3]
+    assert split(data, 2)[1].names == split(data, 2, seed=0)[1].names        # the default seed is 0
+    sizes = {w: len(folder_split(tmp_path, w, size=4)) for w in ("train", "test", "fit", "valid")}
+    assert sizes == {"train": 3, "test": 1, "fit": 2, "valid": 1}           # at least one image held out

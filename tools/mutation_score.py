@@ -33,6 +33,7 @@ TARGETS = {
     "decoders": ["tests/test_decoders.py", "tests/test_model.py"],
     "pool": ["tests/test_pool.py"],
     "damage": ["tests/test_damage.py", "tests/test_pool.py"],
+    "own_images": ["tests/test_own_images.py"],
 }
 SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
         ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult,
