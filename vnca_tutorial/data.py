@@ -737,15 +737,15 @@ def subset(data: ImageData, n: int, seed: int = 0) -> ImageData:
     """
     if not 0 <= n <= len(data):
         raise ValueError(f"cannot take {n} images out of {len(data)}")
-    idx = random_indices(len(data), n, seed)
-    idx_t = torch.from_numpy(idx)
-    return replace(
-        data,
-        images=data.images[idx_t],
-        labels=None if data.labels is None else data.labels[idx_t],
-        source=f"{data.source}, random subset of {n} (seed {seed})",
-        names=None if data.names is None else tuple(data.names[i] for i in idx),
-    )
+    return take(data, torch.from_numpy(random_indices(len(data), n, seed)),
+                f"{data.source}, random subset of {n} (seed {seed})")
+
+
+def take(data: ImageData, idx: torch.Tensor, source: str) -> ImageData:
+    """The images (and labels and names) at indices ``idx`` (a 1-d int64 tensor), under a new ``source``."""
+    names = None if data.names is None else tuple(data.names[i] for i in idx.tolist())
+    labels = None if data.labels is None else data.labels[idx]
+    return replace(data, images=data.images[idx], labels=labels, source=source, names=names)
 
 
 DATASETS = {"binarized_mnist": load_binarized_mnist, "noto_emoji": load_noto_emoji}

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import ImageData, _composite_on_white, random_indices
+from .data import ImageData, _composite_on_white, random_indices, take
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -111,13 +110,9 @@ def split(data: ImageData, n_test: int, seed: int = 0,
         raise ValueError(f"n_test must be an integer from 1 to {len(data) - 1} (the data has {len(data)} "
                          f"images, and training needs at least one), got {n_test!r}")
     order = torch.from_numpy(random_indices(len(data), len(data), seed))
-    parts = []
-    for name, idx in ((names[0], order[n_test:].sort().values), (names[1], order[:n_test].sort().values)):
-        parts.append(replace(data, images=data.images[idx],
-                             labels=None if data.labels is None else data.labels[idx],
-                             source=f"{data.source} [{name}: {len(idx)} of {len(data)}, seed {seed}]",
-                             names=None if data.names is None else tuple(data.names[i] for i in idx.tolist())))
-    return parts[0], parts[1]
+    train, test = order[n_test:].sort().values, order[:n_test].sort().values   # each in folder order
+    return tuple(take(data, idx, f"{data.source} [{name}: {len(idx)} of {len(data)}, seed {seed}]")
+                 for name, idx in zip(names, (train, test)))
 
 
 FOLDER_SPLITS = ("train", "test", "fit", "valid")   # fit + valid = train; train + test = the folder
