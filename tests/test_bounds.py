@@ -191,11 +191,13 @@ def test_the_default_bound_is_the_papers_k_128():
     assert inspect.signature(VAE.iwae).parameters["k"].default == 128
 
 
-@pytest.mark.parametrize("batch, k, want", [(4, 40, [16, 16, 8]),     # 64 decoded images per chunk at most
-                                            (100, 3, [1, 1, 1])])     # a batch over 64: one sample a time
-def test_the_default_chunk_decodes_at_most_64_images_at_a_time(model, batch, k, want, monkeypatch):
-    """iwae's default chunk keeps memory bounded: k samples of a batch of B are decoded 64 // B at a time
-    (at least one). The result does not depend on it (test_chunked_evaluation_agrees); memory does."""
+@pytest.mark.parametrize("batch, k, want", [(4, 10, [2, 2, 2, 2, 2]),   # 8 decoded images per chunk at most
+                                            (3, 5, [2, 2, 1]),
+                                            (100, 3, [1, 1, 1])])     # a batch over 8: one sample a time
+def test_the_default_chunk_on_a_cpu_decodes_at_most_8_images_at_a_time(model, batch, k, want, monkeypatch):
+    """iwae's default chunk keeps memory bounded and tensors in cache: on a CPU, k samples of a batch of B
+    are decoded 8 // B at a time (at least one). The result does not depend on it
+    (test_chunked_evaluation_agrees); time and memory do."""
     seen = []
     log_weights = model.log_weights
 
@@ -206,6 +208,20 @@ def test_the_default_chunk_decodes_at_most_64_images_at_a_time(model, batch, k, 
     x = (torch.rand(batch, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     model.iwae(x, k=k)
     assert seen == want
+
+
+@pytest.mark.parametrize("preset, overrides, batch, want", [
+    ("mnist_doubling_cpu", {}, 8, 1), ("mnist_doubling_cpu", {}, 2, 4), ("mnist_doubling_cpu", {}, 16, 1),
+    ("mnist_nondoubling_cpu", {"min_steps": 20, "max_steps": 20, "p_update": 0.5}, 8, 8),  # random masks
+    ("mnist_nondoubling_cpu", {}, 8, 8),                                  # random T: 64 grids
+    ("mnist_nondoubling_cpu", {"min_steps": 20, "max_steps": 20, "p_update": 1.0}, 8, 1)])
+def test_the_default_chunk_keeps_random_decoders_at_64_grids(preset, overrides, batch, want):
+    """A decoder that draws random numbers per call gives another draw with another chunk, so it keeps the
+    chunk its card was measured with; deterministic decoders take the faster 8 grids on a CPU."""
+    from vnca_tutorial.config import get_preset
+    size = {"n_doublings": 2} if "nondoubling" not in preset else {}
+    vae = build_model(get_preset(preset, image_size=8, z_dim=4, hidden=8, encoder_channels=2, **size, **overrides))
+    assert vae.default_chunk(batch) == want
 
 
 def test_colour_images_enter_the_encoder_scaled_to_minus_one_one():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vnca_tutorial.nca import NCA, UpdateNetwork, double, per_cell, reference_update
+from vnca_tutorial.nca import NCA, UpdateNetwork, double, elu, per_cell, reference_update
 
 from helpers import randomise as _randomise
 
@@ -76,6 +76,33 @@ def test_a_float64_step_stays_in_float64():
     got = nca.step(x)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, x + reference_update(nca.update_net, x), rtol=1e-13, atol=1e-13)
+
+
+def test_elu_without_gradients_is_f_elu():
+    """The CPU shortcut exp(min(h, 0)) - 1 + max(h, 0) against PyTorch's ELU, from -100 to 100."""
+    h = torch.cat([torch.linspace(-100, 100, 20001), torch.tensor([0.0, -0.0, 1e-8, -1e-8, -1e-30])])
+    torch.testing.assert_close(elu(h), F.elu(h), rtol=0, atol=1e-7)
+    assert elu(torch.tensor([float("nan")])).isnan().all()
+
+
+def test_elu_keeps_its_input_and_gives_f_elus_gradient():
+    h = torch.randn(4, 5, 5, 6)
+    kept = h.clone()
+    elu(h)
+    assert torch.equal(h, kept)                                   # the shortcut works on new tensors only
+    g = h.clone().requires_grad_()
+    elu(g).sum().backward()
+    torch.testing.assert_close(g.grad, torch.where(h > 0, 1.0, torch.exp(h)))
+
+
+@pytest.mark.parametrize("n_blocks", [0, 2])
+def test_update_network_without_gradients_matches_the_reference(n_blocks):
+    """Sampling and evaluation run without gradients, where the update network takes elu's shortcut."""
+    net = UpdateNetwork(channels=3, hidden=8, n_blocks=n_blocks)
+    randomise(net)
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference_update(net, x), rtol=1e-5, atol=1e-5)
 
 
 def test_update_network_without_blocks_has_elu_between_the_layers():

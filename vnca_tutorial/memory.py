@@ -110,7 +110,8 @@ def decode_bytes(config: ModelConfig, n: int) -> int:
 
 
 def iwae_bytes(config: ModelConfig, k: int, batch_size: int) -> int:
-    """The importance-weighted bound of a batch: k noise vectors per image, and 64 decodings at a time."""
+    """The importance-weighted bound of a batch: k noise vectors per image, and at most 64 decodings at a
+    time (the default chunk decodes 64 on a GPU, 8 on a CPU: an upper bound there)."""
     cells = max(grid_cells(config) or [config.image_size ** 2])
     return batch_size * k * (config.z_dim + 1) * FLOAT + 64 * cells * _floats_per_cell_step(config) * FLOAT
 

@@ -100,8 +100,9 @@ class VAE(nn.Module):
         """Importance-weighted bound on log p(x) in nats, per example (B,), with k samples.
 
         The k samples are drawn at once (so chunked and unchunked evaluation see the same z) and
-        decoded ``chunk`` at a time, which keeps memory bounded for k = 128. The noise is drawn where
-        ``generator`` lives, so a CPU generator gives a GPU evaluation the same z as a CPU one.
+        decoded ``chunk`` at a time (``default_chunk`` unless told), which keeps memory bounded for
+        k = 128. The noise is drawn where ``generator`` lives, so a CPU generator gives a GPU evaluation
+        the same z as a CPU one.
         """
         check_count(k, "k (importance samples)")
         q = self.q_z_given_x(x)
@@ -109,9 +110,22 @@ class VAE(nn.Module):
         noise_device = generator.device if generator is not None else loc.device
         eps = torch.randn((k, *loc.shape), generator=generator, device=noise_device)  # (k, B, Z)
         eps = eps.to(loc.device)
-        chunk = chunk or max(1, 64 // loc.shape[0])
+        chunk = chunk or self.default_chunk(loc.shape[0])
         log_w = [self.log_weights(x, e, q, **decode_kwargs) for e in eps.split(split_sizes(k, chunk))]
         return log_mean_exp(torch.cat(log_w, dim=0), dim=0)       # (B,)
+
+    def default_chunk(self, batch: int) -> int:
+        """How many of the k samples of a batch of ``batch`` images ``iwae`` decodes at once, unless told.
+
+        On a CPU, about 8 grids in all: small tensors stay in cache (1.6-1.9x faster than 64 at once for
+        the doubling models, benchmarks/eval_speed.py). On a GPU 64, and also on a CPU for a decoder that
+        draws random numbers on each call (random T or p_update < 1: the non-doubling VNCA), whose bound
+        therefore depends on the chunk: the figures on its card were measured with 64.
+        """
+        c = self.config
+        random_decoder = getattr(c, "p_update", 1.0) < 1 or getattr(c, "min_steps", 0) != getattr(c, "max_steps", 0)
+        grids = 8 if self.device.type == "cpu" and not random_decoder else 64
+        return max(1, grids // batch)
 
     # --- generation -------------------------------------------------------------------------
     @torch.no_grad()
