@@ -78,21 +78,32 @@ def test_a_float64_step_stays_in_float64():
     torch.testing.assert_close(got, x + reference_update(nca.update_net, x), rtol=1e-13, atol=1e-13)
 
 
-def test_elu_without_gradients_is_f_elu():
-    """The CPU shortcut exp(min(h, 0)) - 1 + max(h, 0) against PyTorch's ELU, from -100 to 100."""
+def test_elu_is_f_elu():
+    """The CPU version exp(min(h, 0)) - 1 + max(h, 0) against PyTorch's ELU, from -100 to 100."""
     h = torch.cat([torch.linspace(-100, 100, 20001), torch.tensor([0.0, -0.0, 1e-8, -1e-8, -1e-30])])
     torch.testing.assert_close(elu(h), F.elu(h), rtol=0, atol=1e-7)
     assert elu(torch.tensor([float("nan")])).isnan().all()
 
 
-def test_elu_keeps_its_input_and_gives_f_elus_gradient():
+def test_elu_keeps_its_input_and_has_f_elus_gradient():
     h = torch.randn(4, 5, 5, 6)
     kept = h.clone()
     elu(h)
-    assert torch.equal(h, kept)                                   # the shortcut works on new tensors only
+    assert torch.equal(h, kept)                                   # works on new tensors only
+    upstream = torch.randn_like(h)
     g = h.clone().requires_grad_()
-    elu(g).sum().backward()
-    torch.testing.assert_close(g.grad, torch.where(h > 0, 1.0, torch.exp(h)))
+    (elu(g) * upstream).sum().backward()
+    torch.testing.assert_close(g.grad, upstream * torch.where(h > 0, 1.0, torch.exp(h)))
+    assert torch.autograd.gradcheck(elu, (torch.randn(30, dtype=torch.float64, requires_grad=True),))
+
+
+def test_elu_runs_under_bf16_autocast():
+    h = torch.randn(3, 7, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = elu(torch.nn.functional.linear(h, torch.eye(7)))
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    torch.testing.assert_close(h.grad, torch.where(h > 0, 1.0, torch.exp(h)).detach(), rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("n_blocks", [0, 2])

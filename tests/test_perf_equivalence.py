@@ -242,7 +242,7 @@ def test_tensor_memory_tracker_counts_allocations_not_views():
 def test_benchmark_measures_a_tiny_preset():
     plan = bench.Plan(warmup=0, repeats=1, batch=2, decoder_batch=2, iwae_k=4, iwae_k_measured=2)
     rates = {"float32": {"1": {"gflops_best": 10.0, "gflops_per_cpu_s_best": 10.0}}}
-    config = TINY_ND.replace(image_size=16, hidden=16, min_steps=8, max_steps=8)  # decoder-dominated
+    config = TINY_ND.replace(image_size=16, hidden=16, min_steps=16, max_steps=16)  # decoder-dominated
     variants = [bench.Variant("fast", config), bench.Variant("reference", config),
                 bench.Variant("fast+ckpt", config.replace(checkpointing=True), inference=False)]
     rows = bench.measure_preset("tiny", variants, plan, 1, rates, log=lambda s: None)

@@ -84,8 +84,9 @@ def grid_cells(config: ModelConfig, steps: int | None = None) -> list[int]:  # o
 
 
 def _floats_per_cell_step(config: ModelConfig) -> int:
-    """Floats one NCA step keeps per cell for the backward pass: the state and the hidden activations."""
-    return config.z_dim + config.hidden * (2 + 2 * getattr(config, "n_blocks", 0))
+    """Floats one NCA step keeps per cell for the backward pass: the state, and the hidden activations,
+    2 per residual block and 1 for the output layer (chapter 10, exercise 10.4)."""
+    return config.z_dim + config.hidden * (1 + 2 * getattr(config, "n_blocks", 0))
 
 
 def training_bytes(config: ModelConfig) -> int:

@@ -17,17 +17,30 @@ def per_cell(conv: nn.Conv2d, h: Tensor) -> Tensor:  # (B, H, W, C_in) -> (B, H,
     return F.linear(h, conv.weight.flatten(1), conv.bias)
 
 
-def elu(h: Tensor) -> Tensor:  # any shape -> same
-    """ELU(h): h where h > 0, exp(h) - 1 elsewhere; the update network's nonlinearity.
+class _ELU(torch.autograd.Function):
+    """ELU on a CPU without expm1: forward exp(min(h, 0)) - 1 + max(h, 0); backward from the output alone,
+    since dELU/dh is 1 where h > 0 and exp(h) = ELU(h) + 1 elsewhere, that is min(ELU(h), 0) + 1."""
 
-    Where no gradient is needed on a CPU (sampling, growing, the k = 128 bound) it is computed as
-    exp(min(h, 0)) - 1 + max(h, 0): PyTorch's CPU ``F.elu`` calls expm1 one value at a time, which took a third
-    of an evaluation's time (benchmarks/eval_speed.py measures both). Training keeps ``F.elu``, whose
-    backward pass is cheaper; on a GPU both are fast.
+    @staticmethod
+    def forward(ctx, h: Tensor) -> Tensor:
+        out = torch.exp(h.clamp(max=0)).sub_(1).add_(h.clamp(min=0))
+        ctx.save_for_backward(out)        # the next layer keeps it too: one tensor for both
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        return grad * (out.clamp(max=0) + 1)
+
+
+def elu(h: Tensor) -> Tensor:  # any shape -> same
+    """ELU(h): h where h > 0, exp(h) - 1 elsewhere; the update network's nonlinearity (chapter 1).
+
+    On a CPU it is computed as exp(min(h, 0)) - 1 + max(h, 0) (``_ELU``): PyTorch 2.14's CPU ``F.elu``
+    calls expm1 one value at a time, which took a third of an evaluation's time (benchmarks/elu_speed.py
+    measures both, in evaluation and in training). On a GPU, ``F.elu``.
     """
-    if h.requires_grad or h.device.type != "cpu":
-        return F.elu(h)
-    return torch.exp(h.clamp(max=0)).sub_(1).add_(h.clamp(min=0))
+    return F.elu(h) if h.device.type != "cpu" else _ELU.apply(h)
 
 
 class ResidualBlock(nn.Module):

@@ -117,13 +117,14 @@ class VAE(nn.Module):
     def default_chunk(self, batch: int) -> int:
         """How many of the k samples of a batch of ``batch`` images ``iwae`` decodes at once, unless told.
 
-        On a CPU, about 8 grids in all: small tensors stay in cache (1.6-1.9x faster than 64 at once for
-        the doubling models, benchmarks/eval_speed.py). On a GPU 64, and also on a CPU for a decoder that
+        On a CPU, about 8 grids in all: small tensors stay in cache (1.3-1.6x faster than 64 at once for
+        the doubling models, benchmarks/elu_speed.py). On a GPU 64, and also on a CPU for a decoder that
         draws random numbers on each call (random T or p_update < 1: the non-doubling VNCA), whose bound
         therefore depends on the chunk: the figures on its card were measured with 64.
         """
         c = self.config
-        random_decoder = getattr(c, "p_update", 1.0) < 1 or getattr(c, "min_steps", 0) != getattr(c, "max_steps", 0)
+        random_t = getattr(c, "min_steps", 0) != getattr(c, "max_steps", 0)     # the non-doubling T
+        random_decoder = random_t or getattr(c, "p_update", 1.0) < 1
         grids = 8 if self.device.type == "cpu" and not random_decoder else 64
         return max(1, grids // batch)
 
