@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def main() -> None:
     if a.updates:
         batch = test[:model.config.batch_size].float()
         train = {label: [round(t, 3) for t in times] for label, times in train_seconds(model, batch, a.updates).items()}
-        median = {label: sorted(t)[len(t) // 2] for label, t in train.items()}
+        median = {label: statistics.median(t) for label, t in train.items()}
         print(f"training update (batch {model.config.batch_size}), CPU s: "
               + "; ".join(f"{label} {t} (median {median[label]:.2f})" for label, t in train.items())
               + f"; nca.elu / F.elu {median['nca.elu'] / median['F.elu']:.2f}x")

@@ -85,7 +85,8 @@ def grid_cells(config: ModelConfig, steps: int | None = None) -> list[int]:  # o
 
 def _floats_per_cell_step(config: ModelConfig) -> int:
     """Floats one NCA step keeps per cell for the backward pass: the state, and the hidden activations,
-    2 per residual block and 1 for the output layer (chapter 10, exercise 10.4)."""
+    2 per residual block and 1 for the output layer, with the package's CPU ELU (chapter 10, exercise 10.4;
+    F.elu, used on a GPU and in bf16, keeps one more per ELU)."""
     return config.z_dim + config.hidden * (1 + 2 * getattr(config, "n_blocks", 0))
 
 

@@ -18,14 +18,19 @@ def per_cell(conv: nn.Conv2d, h: Tensor) -> Tensor:  # (B, H, W, C_in) -> (B, H,
 
 
 class _ELU(torch.autograd.Function):
-    """ELU on a CPU without expm1: forward exp(min(h, 0)) - 1 + max(h, 0); backward from the output alone,
-    since dELU/dh is 1 where h > 0 and exp(h) = ELU(h) + 1 elsewhere, that is min(ELU(h), 0) + 1."""
+    """ELU without expm1: forward exp(min(h, 0)) - 1 + max(h, 0); backward from the output alone, since
+    dELU/dh is 1 where h > 0 and exp(h) = ELU(h) + 1 elsewhere, that is min(ELU(h), 0) + 1. (Changing the
+    output in place would change the saved gradient: autograd refuses that in the backward pass.)"""
+
+    generate_vmap_rule = True             # torch.func (vmap, jacrev) works through it
 
     @staticmethod
-    def forward(ctx, h: Tensor) -> Tensor:
-        out = torch.exp(h.clamp(max=0)).sub_(1).add_(h.clamp(min=0))
-        ctx.save_for_backward(out)        # the next layer keeps it too: one tensor for both
-        return out
+    def forward(h: Tensor) -> Tensor:
+        return torch.exp(h.clamp(max=0)).sub_(1).add_(h.clamp(min=0))
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(output)      # the next layer keeps it too: one tensor for both
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
@@ -36,11 +41,14 @@ class _ELU(torch.autograd.Function):
 def elu(h: Tensor) -> Tensor:  # any shape -> same
     """ELU(h): h where h > 0, exp(h) - 1 elsewhere; the update network's nonlinearity (chapter 1).
 
-    On a CPU it is computed as exp(min(h, 0)) - 1 + max(h, 0) (``_ELU``): PyTorch 2.14's CPU ``F.elu``
-    calls expm1 one value at a time, which took a third of an evaluation's time (benchmarks/elu_speed.py
-    measures both, in evaluation and in training). On a GPU, ``F.elu``.
+    For float32 and float64 on a CPU it is computed as exp(min(h, 0)) - 1 + max(h, 0) (``_ELU``): PyTorch
+    2.14's CPU ``F.elu`` calls expm1 one value at a time, which took 38% of an evaluation's time
+    (benchmarks/elu_speed.py measures both, in evaluation and in training). On a GPU, and in bf16 or
+    float16 (where exp(h) - 1 loses the small negative values that expm1 keeps), ``F.elu``.
     """
-    return F.elu(h) if h.device.type != "cpu" else _ELU.apply(h)
+    if h.device.type != "cpu" or h.dtype in (torch.bfloat16, torch.float16):
+        return F.elu(h)
+    return _ELU.apply(h)
 
 
 class ResidualBlock(nn.Module):

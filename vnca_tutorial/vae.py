@@ -117,14 +117,12 @@ class VAE(nn.Module):
     def default_chunk(self, batch: int) -> int:
         """How many of the k samples of a batch of ``batch`` images ``iwae`` decodes at once, unless told.
 
-        On a CPU, about 8 grids in all: small tensors stay in cache (1.3-1.6x faster than 64 at once for
-        the doubling models, benchmarks/elu_speed.py). On a GPU 64, and also on a CPU for a decoder that
-        draws random numbers on each call (random T or p_update < 1: the non-doubling VNCA), whose bound
-        therefore depends on the chunk: the figures on its card were measured with 64.
+        On a CPU, about 8 grids in all: small tensors stay in cache (1.2-1.6x faster than 64 at once with
+        the package's ELU, benchmarks/elu_speed.py). On a GPU 64, and also on a CPU for a decoder whose
+        cells update at random (p_update < 1, as the shipped non-doubling VNCA): it draws its update masks
+        on each call, so its bound depends on the chunk, and the figures on its card were measured with 64.
         """
-        c = self.config
-        random_t = getattr(c, "min_steps", 0) != getattr(c, "max_steps", 0)     # the non-doubling T
-        random_decoder = random_t or getattr(c, "p_update", 1.0) < 1
+        random_decoder = getattr(self.config, "p_update", 1.0) < 1
         grids = 8 if self.device.type == "cpu" and not random_decoder else 64
         return max(1, grids // batch)
 
