@@ -92,7 +92,7 @@ def train_seconds(model: torch.nn.Module, x: torch.Tensor, updates: int) -> dict
     return {label: t[1:] for label, t in times.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="a shipped model (or a candidate, with --candidate)")
     p.add_argument("--candidate", action="store_true", help="take the model from candidates/")
@@ -101,7 +101,7 @@ def main() -> None:
     p.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--updates", type=int, default=4, help="training updates with each ELU (default: 4)")
     p.add_argument("--json", type=Path, help="also write the figures here")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.set_num_threads(1)
     print(f"{a.name}, one thread of {cpu_description()}, torch {torch.__version__}")
     h = torch.randn(16, 32, 32, 128)
@@ -132,10 +132,11 @@ def main() -> None:
         print(f"training update (batch {model.config.batch_size}), CPU s: "
               + "; ".join(f"{label} {t} (median {median[label]:.2f})" for label, t in train.items())
               + f"; nca.elu / F.elu {median['nca.elu'] / median['F.elu']:.2f}x")
+    result = {"name": a.name, "cpu": cpu_description(), "torch": torch.__version__, "k": a.k, "batch": a.batch,
+              "elu_ms": elu_ms, "rows": rows, "train_cpu_s": train}
     if a.json:
-        a.json.write_text(json.dumps({"name": a.name, "cpu": cpu_description(), "torch": torch.__version__,
-                                      "k": a.k, "batch": a.batch, "elu_ms": elu_ms, "rows": rows,
-                                      "train_cpu_s": train}, indent=1) + "\n")
+        a.json.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":

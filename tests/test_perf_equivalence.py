@@ -260,7 +260,7 @@ def test_benchmark_measures_a_tiny_preset():
     assert "reference / fast" in report and "tiny" in report
 
 
-@pytest.mark.parametrize("script", ["benchmark", "gpu_benchmark", "scaling", "before_after"])
+@pytest.mark.parametrize("script", ["benchmark", "gpu_benchmark", "scaling", "before_after", "elu_speed"])
 def test_benchmark_scripts_import_and_show_help(script, capsys):
     module = bench if script == "benchmark" else _load(script)
     with pytest.raises(SystemExit) as exit_info:
@@ -277,6 +277,18 @@ def test_before_after_runs_on_a_tiny_batch_and_names_the_cpu(tmp_path):
     row = result["presets"]["mnist_nondoubling_cpu"]
     assert row["cl-step"]["max_rel_grad_diff"] < 1e-4 and row["package"]["max_rel_grad_diff"] == 0
     assert json.loads(out.read_text())["machine"]["description"] == instruments.cpu_info()["description"]
+
+
+def test_elu_speed_runs_on_a_shipped_model_and_its_bounds_agree(tmp_path):
+    """A smoke run of elu_speed.py: both ELUs, two chunks, one training update each, on the shipped small
+    doubling model (a deterministic decoder: every row's bound must be the same)."""
+    out = tmp_path / "elu.json"
+    result = _load("elu_speed").main(["mnist_doubling_small", "--k", "2", "--batch", "2", "--chunks", "1", "2",
+                                      "--updates", "1", "--json", str(out)])
+    means = [row["mean"] for row in result["rows"]]
+    assert len(means) == 4 and max(means) - min(means) < 1e-3
+    assert set(result["train_cpu_s"]) == {"F.elu", "nca.elu"} and len(result["train_cpu_s"]["F.elu"]) == 1
+    assert json.loads(out.read_text())["cpu"] == result["cpu"]
 
 
 def test_instrumented_memory_is_not_inflated_by_the_flop_counter():
