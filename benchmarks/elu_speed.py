@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -57,15 +58,11 @@ def cpu_ms(f, repeats: int = 20) -> float:
 
 def iwae_seconds(model: torch.nn.Module, x: torch.Tensor, k: int, chunk: int, elu) -> tuple[float, float]:
     """CPU seconds of one ``model.iwae`` call with the update network's ELU set to ``elu``, and its mean."""
-    saved, nca.elu = nca.elu, elu
-    try:
-        with torch.no_grad():
-            torch.manual_seed(0)                # the non-doubling model's update masks, as evaluate_log_px
-            start = time.process_time()
-            bound = model.iwae(x, k=k, chunk=chunk, generator=batch_generator(0, 0))   # (8,)
-            return time.process_time() - start, bound.mean().item()
-    finally:
-        nca.elu = saved
+    with mock.patch.object(nca, "elu", elu), torch.no_grad():
+        torch.manual_seed(0)                    # the non-doubling model's update masks, as evaluate_log_px
+        start = time.process_time()
+        bound = model.iwae(x, k=k, chunk=chunk, generator=batch_generator(0, 0))   # (8,)
+        return time.process_time() - start, bound.mean().item()
 
 
 def forward_backward(elu, h: torch.Tensor) -> None:
@@ -78,17 +75,13 @@ def train_seconds(model: torch.nn.Module, x: torch.Tensor, updates: int) -> dict
     cfg = model.config
     optimizer = torch.optim.Adam(model.parameters(), cfg.lr)
     times: dict[str, list[float]] = {"F.elu": [], "nca.elu": []}
-    saved = nca.elu
-    try:
-        for _ in range(updates + 1):                     # the first of each: allocator warm-up, left out
-            for label, elu in (("F.elu", F.elu), ("nca.elu", saved)):
-                nca.elu = elu
+    for _ in range(updates + 1):                         # the first of each: allocator warm-up, left out
+        for label, elu in (("F.elu", F.elu), ("nca.elu", nca.elu)):
+            with mock.patch.object(nca, "elu", elu):
                 start = time.process_time()
                 loss, _ = batch_loss(model, x, cfg.beta)
                 descend(model, optimizer, loss, cfg.grad_clip)
                 times[label].append(time.process_time() - start)
-    finally:
-        nca.elu = saved
     return {label: t[1:] for label, t in times.items()}
 
 
