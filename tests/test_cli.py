@@ -224,6 +224,7 @@ def cli(tmp_path_factory):
         ("set_state_bound", ["train", "--preset", "mnist_nondoubling_cpu", "--set", "state_bound=-1"]),
         ("set_kl_warmup", ["train", "--preset", "mnist_doubling_cpu", "--set", "kl_warmup=-5"]),
         ("set_hflip", ["train", "--preset", "mnist_doubling_cpu", "--set", "hflip=sometimes"]),
+        ("set_invert", ["train", "--preset", "mnist_doubling_cpu", "--set", "invert=true"]),
         ("diverged", ["train", "--preset", "mnist_doubling_cpu", "--run-dir", str(tmp / "r6"), "--updates", "6",
                       "--checkpoint-every", "1", "--threads", "1", *TINY_DOUBLING, "lr=1"]),
         ("no_cuda", ["sample", "--preset", "mnist_doubling_cpu", "--device", "cuda"]),
@@ -390,6 +391,22 @@ def test_a_folder_of_images_trains_and_its_held_out_tenth_is_evaluated(cli):
     assert math.isfinite(record["nats"]) and record["nats"] < 0
 
 
+def test_train_reads_a_folder_once_and_inverts_it_when_the_config_says_so(tmp_path, monkeypatch):
+    from vnca_tutorial import cli as vnca_cli, own_images
+    from vnca_tutorial.config import get_preset
+    write_tiny_folder(tmp_path / "pictures")
+    reads = []
+    real = own_images.load_image_folder
+    monkeypatch.setattr(own_images, "load_image_folder", lambda *a, **kw: reads.append(kw) or real(*a, **kw))
+    config = get_preset("mnist_doubling_cpu").replace(dataset="folder", image_size=8, n_doublings=2)
+    splits = vnca_cli.training_splits("folder", early_stopping=True)                      # fit, valid
+    (fit, fit_source), (valid, _) = vnca_cli._load_splits(config, splits, str(tmp_path / "pictures"))
+    assert len(reads) == 1 and reads[0]["binary"] and not reads[0]["invert"]
+    assert (len(fit), len(valid)) == (10, 1) and "[fit: 10 of 11" in fit_source    # 12 = 1 test + 1 + 10
+    inverted, source = vnca_cli._load_split(config.replace(invert=True), "fit", str(tmp_path / "pictures"))
+    assert reads[1]["invert"] and "inverted" in source and torch.equal(inverted, 1 - fit)
+
+
 def test_celeba_is_read_lazily(cli):
     r = cli["r"]["celeba_train"]
     assert r["rc"] == 0, r["stderr"]
@@ -464,6 +481,7 @@ def test_preset_and_config_errors(cli):
     assert_error(r["set_state_bound"], "state_bound", "-1")
     assert_error(r["set_kl_warmup"], "kl_warmup", "-5")
     assert_error(r["set_hflip"], "hflip=sometimes", "bool")
+    assert_error(r["set_invert"], "invert=True", "dataset='folder'", "'binarized_mnist'")
     assert_error(r["baseline_has_no_growth"], "baseline", alone=False)
     assert_error(r["unknown_pretrained"], "pretrained", "no_such_model")
     assert_error(r["pretrained_module_missing"], "mnist_doubling_small", "no pretrained models", "--checkpoint")

@@ -76,6 +76,8 @@ def test_doubling_config_accepts_matching_sizes():
     (dict(grad_clip=0.0), "grad_clip"), (dict(grad_clip=-1.0), "grad_clip"), (dict(grad_clip=float("inf")), "grad_clip"),
     (dict(beta=-1.0), "beta"), (dict(beta=float("nan")), "beta"),
     (dict(n_updates=0), "n_updates"), (dict(hflip="yes"), "hflip"), (dict(hflip=1), "hflip"),
+    (dict(invert=1), "invert"), (dict(invert=True), "invert=True .* dataset='folder'"),    # MNIST: no
+    (dict(invert=True, dataset="folder", likelihood="dlogistic", image_channels=3), "likelihood='bernoulli'"),
 ])
 def test_invalid_common_fields_raise(changes, field):
     with pytest.raises(ValueError, match=field):

@@ -7,7 +7,8 @@ from PIL import Image
 from vnca_tutorial import get_preset
 from vnca_tutorial.checks import check_images
 from vnca_tutorial.model import VNCA
-from vnca_tutorial.own_images import folder_split, image_files, load_image_folder, split
+from vnca_tutorial import own_images
+from vnca_tutorial.own_images import folder_split, folder_splits, image_files, load_image_folder, split
 
 
 def save(folder, name, array, mode=None):
@@ -180,11 +181,30 @@ def test_folder_splits_partition_the_folder_the_same_way_every_time(tmp_path):
     assert binary.images.shape == (27, 1, 4, 4)
 
 
+def test_folder_splits_reads_the_folder_once_for_all_the_splits(tmp_path, monkeypatch):
+    for i in range(30):
+        save(tmp_path, f"{i:02d}.png", np.full((4, 4, 3), 8 * i))
+    reads = []
+    real = own_images._square_rgba
+    monkeypatch.setattr(own_images, "_square_rgba", lambda path, size: reads.append(path) or real(path, size))
+    train, valid, test = folder_splits(tmp_path, ("train", "valid", "test"), size=4)
+    assert len(reads) == 30                                                     # each file once
+    for part, which in ((train, "train"), (valid, "valid"), (test, "test")):
+        alone = folder_split(tmp_path, which, size=4)
+        assert part.names == alone.names and torch.equal(part.images, alone.images) and part.source == alone.source
+    # binary and invert reach the images: dark files (the first ones) are the 1s when inverted
+    light, dark = (folder_split(tmp_path, "train", size=4, binary=True, invert=flag) for flag in (False, True))
+    assert torch.equal(dark.images, 1 - light.images) and "binary, inverted" in dark.source
+    assert dark.images[0].mean() == 1 and light.images[-1].mean() == 1
+
+
 def test_folder_split_refuses_unknown_splits_and_tiny_folders(tmp_path):
     for i in range(3):
         save(tmp_path, f"{i}.png", np.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match="unknown split 'validation'"):
         folder_split(tmp_path, "validation", size=4)
+    with pytest.raises(ValueError, match="unknown split '\\(none named\\)'"):
+        folder_splits(tmp_path, (), size=4)
     with pytest.raises(ValueError, match="holds 3 images: a folder needs at least 4"):
         folder_split(tmp_path, "train", size=4)
 

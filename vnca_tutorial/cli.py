@@ -191,33 +191,45 @@ class LazyImages:
         return torch.stack([self.dataset[int(i)] for i in idx])
 
 
-def _load_split(config, split: str, data_dir: str | None):
-    """Images of one split of ``config.dataset``: a tensor (N, C, H, W), or LazyImages for CelebA."""
+def _load_splits(config, splits: tuple[str, ...], data_dir: str | None) -> list:
+    """[(images, source)] for each split of ``config.dataset``: images a tensor (N, C, H, W), or LazyImages
+    for CelebA. A folder of images is read once for all the splits."""
     from . import data
     if config.dataset not in (*data.DATASETS, "celeba", "folder"):
         known = ", ".join(sorted(data.DATASETS))
         raise CLIError(f"data set {config.dataset!r}: the vnca command loads {known}, celeba, and a folder "
                        f"of your own images (--set dataset=folder --data-dir FOLDER); "
                        f"sample, grow and damage need no data")
+    split = splits[0]
     try:
         if config.dataset == "folder":
             if data_dir is None:
                 raise CLIError("dataset=folder: name the folder of your images with --data-dir FOLDER")
-            from .own_images import folder_split
-            loaded = folder_split(data_dir, split, config.image_size, binary=config.likelihood == "bernoulli")
-            return loaded.images, loaded.source
-        if config.dataset == "celeba":
-            if data_dir is None:
-                raise CLIError("the celeba presets need --data-dir DIR, the folder that holds celeba/ "
-                               "(CelebA cannot be downloaded automatically)")
-            ds = data.load_celeba(data_dir, split, size=config.image_size)
-            return LazyImages(ds), ds.source
-        loaded = data.load_dataset(config.dataset, split, data_dir=data_dir)
-        return loaded.images, loaded.source
+            from .own_images import folder_splits
+            loaded = folder_splits(data_dir, splits, config.image_size,
+                                   binary=config.likelihood == "bernoulli", invert=config.invert)
+            return [(d.images, d.source) for d in loaded]
+        out = []
+        for split in splits:
+            if config.dataset == "celeba":
+                if data_dir is None:
+                    raise CLIError("the celeba presets need --data-dir DIR, the folder that holds celeba/ "
+                                   "(CelebA cannot be downloaded automatically)")
+                ds = data.load_celeba(data_dir, split, size=config.image_size)
+                out.append((LazyImages(ds), ds.source))
+            else:
+                loaded = data.load_dataset(config.dataset, split, data_dir=data_dir)
+                out.append((loaded.images, loaded.source))
+        return out
     except ChecksumError:
         raise
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise CLIError(f"cannot load the {config.dataset} {split} data: {e}") from None
+
+
+def _load_split(config, split: str, data_dir: str | None):
+    """(images, source) of one split of ``config.dataset`` (see ``_load_splits``)."""
+    return _load_splits(config, (split,), data_dir)[0]
 
 
 def _check_images_fit(images, config, what: str) -> None:
@@ -403,8 +415,7 @@ def cmd_train(args) -> int:
     elif args.resume:
         log.info("no checkpoint in %s yet: starting a new run", run_dir)
     train_split, val_split = training_splits(config.dataset, args.early_stopping)
-    images, source = _load_split(config, train_split, args.data_dir)
-    val, val_source = _load_split(config, val_split, args.data_dir)
+    (images, source), (val, val_source) = _load_splits(config, (train_split, val_split), args.data_dir)
     _check_images_fit(images, config, "training")
     global_batch = config.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     if len(images) < global_batch:

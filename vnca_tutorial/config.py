@@ -32,6 +32,12 @@ def _check_common(cfg) -> None:
     check_beta(cfg.beta)
     if not isinstance(cfg.hflip, bool):
         raise ValueError(f"hflip must be True or False, got {cfg.hflip!r}")
+    if not isinstance(cfg.invert, bool):
+        raise ValueError(f"invert must be True or False, got {cfg.invert!r}")
+    if cfg.invert and (cfg.dataset != "folder" or cfg.likelihood != "bernoulli"):
+        raise ValueError(f"invert=True turns a folder's grey levels over before they are thresholded to 0/1: "
+                         f"it needs dataset='folder' and likelihood='bernoulli', got {cfg.dataset!r} and "
+                         f"{cfg.likelihood!r}")
     if not (math.isfinite(cfg.lr) and 0 < cfg.lr <= 1):
         raise ValueError(f"lr is Adam's learning rate and must lie in (0, 1], got {cfg.lr} (the presets use "
                          f"1e-4 to 1e-3)")
@@ -69,6 +75,8 @@ class BaseConfig:
                                      # updates (not in the paper; chapter 8)
     hflip: bool = False              # mirror each training image left-right with probability 1/2 (data
                                      # augmentation, not in the paper; chapter 10)
+    invert: bool = False             # dataset="folder", binary: 1 where the image is dark (strokes on
+                                     # light paper), not where it is light (chapter 13)
 
     @property
     def n_likelihood_channels(self) -> int:

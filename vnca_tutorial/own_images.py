@@ -93,7 +93,7 @@ def load_image_folder(folder: str | os.PathLike, size: int, binary: bool = False
         images = ((1 - grey if invert else grey) > threshold).float()
     else:
         images = torch.from_numpy(rgb)
-    kind = "binary" if binary else "RGB"
+    kind = ("binary, inverted" if invert else "binary") if binary else "RGB"
     return ImageData(images, None, f"{Path(folder)} ({len(files)} {kind} images, {size}x{size})", False,
                      names=tuple(p.name for p in files))
 
@@ -118,19 +118,27 @@ def split(data: ImageData, n_test: int, seed: int = 0,
 FOLDER_SPLITS = ("train", "test", "fit", "valid")   # fit + valid = train; train + test = the folder
 
 
-def folder_split(folder: str | os.PathLike, which: str, size: int, binary: bool = False) -> ImageData:
-    """One split of a folder of images, as ``vnca train`` and ``vnca eval`` use it (``--set dataset=folder
-    --data-dir FOLDER``): "test" is a random tenth of the folder (at least one image, seed 0), "train" the
-    rest; with --early-stopping "valid" is a random tenth of "train" (seed 1) and "fit" the rest. The same
-    folder gives the same splits on every call, so `vnca eval` measures images `vnca train` never saw."""
-    if which not in FOLDER_SPLITS:
-        raise ValueError(f"unknown split {which!r} of an image folder; valid: {', '.join(FOLDER_SPLITS)}")
-    data = load_image_folder(folder, size, binary=binary)
+def folder_splits(folder: str | os.PathLike, which: tuple[str, ...], size: int, binary: bool = False,
+                  invert: bool = False) -> tuple[ImageData, ...]:
+    """Splits of a folder of images, as ``vnca train`` and ``vnca eval`` use it (``--set dataset=folder
+    --data-dir FOLDER``), from one read of its files: "test" is a random tenth of the folder (at least one
+    image, seed 0), "train" the rest; with --early-stopping "valid" is a random tenth of "train" (seed 1)
+    and "fit" the rest. The same folder gives the same splits on every call, so `vnca eval` measures images
+    `vnca train` never saw. ``binary`` and ``invert`` are those of ``load_image_folder``."""
+    for w in which or ("(none named)",):
+        if w not in FOLDER_SPLITS:
+            raise ValueError(f"unknown split {w!r} of an image folder; valid: {', '.join(FOLDER_SPLITS)}")
+    data = load_image_folder(folder, size, binary=binary, invert=invert)
     if len(data) < 4:
         raise ValueError(f"{folder} holds {len(data)} images: a folder needs at least 4 (train, test and "
                          f"validation images), and far more to learn from")
     train, test = split(data, max(1, len(data) // 10), seed=0)
-    if which in ("train", "test"):
-        return train if which == "train" else test
     fit, valid = split(train, max(1, len(train) // 10), seed=1, names=("fit", "valid"))
-    return fit if which == "fit" else valid
+    parts = {"train": train, "test": test, "fit": fit, "valid": valid}
+    return tuple(parts[w] for w in which)
+
+
+def folder_split(folder: str | os.PathLike, which: str, size: int, binary: bool = False,
+                 invert: bool = False) -> ImageData:
+    """One split of a folder of images ("train", "test", "fit" or "valid"; see ``folder_splits``)."""
+    return folder_splits(folder, (which,), size, binary=binary, invert=invert)[0]
