@@ -68,3 +68,17 @@ def test_available_memory_is_capped_by_a_cgroup_limit(tmp_path):
 def test_available_memory_without_meminfo_falls_back_to_sysconf(tmp_path):
     got = available_bytes(str(tmp_path / "missing"), str(tmp_path / "missing_cgroup"))
     assert got is None or got > 0
+
+
+def test_the_saved_floats_exercise_of_chapter_10_prints_what_its_answer_says(capsys):
+    """Exercise 10.4(c)'s code counts the floats autograd keeps per cell for one NCA step; its answer says
+    512, 1,024 and 2,560 for 0, 1 and 4 residual blocks at |z| = h = 256, and 256 with checkpointing.
+    The same numbers as memory.py's count (|z| + (2n + 1) h; n = 0: |z| + h)."""
+    from pathlib import Path
+    chapter = (Path(__file__).resolve().parents[1] / "book" / "10_scaling.md").read_text()
+    exercise = chapter[chapter.index("(c) Count the storage"):]
+    code = exercise[exercise.index("```python\n") + len("```python\n"):]
+    exec(code[:code.index("```")], {"torch": torch})          # the chapter has imported torch
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"n = {n}: {floats} floats per cell, 256 with checkpointing"
+                       for n, floats in ((0, 512), (1, 1024), (4, 2560))], printed
