@@ -296,7 +296,7 @@ def assert_error(result: dict, *needles: str, rc: int = 1, alone: bool = True) -
 @pytest.mark.parametrize("command, options", [
     ("", ["train", "eval", "sample", "grow", "damage", "vnca train"]),
     ("train", ["--preset", "--run-dir", "--updates", "--data-dir", "--device", "--resume", "--seed", "--precision",
-               "--checkpoint-every", "--eval-every", "--set", "example", "mnist_doubling_cpu"]),
+               "--checkpoint-every", "--eval-every", "--set", "example", "mnist_doubling_cpu", "invert=true"]),
     ("eval", ["--checkpoint", "--pretrained", "--k", "--images", "--batch-size", "--seed", "--device", "--json",
               "--resume-file", "example"]),
     ("sample", ["--checkpoint", "--preset", "--n", "--out", "--seed", "--device", "example", "UNTRAINED"]),

@@ -629,7 +629,9 @@ def _train_parser(sub) -> None:
                            "--set lr=1e-3 batch_size=16\n"
                            "  torchrun --nproc_per_node 2 -m vnca_tutorial train --preset mnist_doubling_cpu\n"
                            "  vnca train --preset celeba_doubling_cpu --set dataset=folder --data-dir my_pictures"
-                           "   # your own 32x32 colour images\n\n"
+                           "   # your own 32x32 colour images\n"
+                           "  vnca train --preset mnist_doubling_cpu --set dataset=folder invert=true --data-dir "
+                           "my_drawings   # dark strokes on light paper, as 32x32 binary images\n\n"
                            f"presets: {presets}"))
     p.add_argument("--preset", required=True, metavar="NAME", help="which model and data set")
     p.add_argument("--run-dir", metavar="DIR", default=None, help="output folder (default: runs/PRESET)")
