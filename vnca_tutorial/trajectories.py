@@ -178,13 +178,13 @@ def damage_mask(kind: str, size: int, top: int = 0, left: int = 0, square: int =
 
 def default_steps(model: VNCA) -> int | None:
     """Trajectory length for damage experiments: a non-doubling VNCA grows for max_steps and then runs as
-    many again to recover (Fig. 11); the doubling VNCA's length is fixed by its schedule (None)."""
+    many again to recover (Fig. 9); the doubling VNCA's length is fixed by its schedule (None)."""
     _check_trajectory(model)
     return None if model.doubling else 2 * model.decoder.max_steps
 
 
 def default_damage_step(model: VNCA, steps: int | None = None) -> int:
-    """Where the paper damages: a non-doubling VNCA once fully grown (step max_steps, Fig. 11); a
+    """Where the paper damages: a non-doubling VNCA once fully grown (step max_steps, Fig. 9); a
     doubling VNCA right after its last doubling, leaving the last M NCA steps to repair it."""
     _check_trajectory(model)
     if not model.doubling:
