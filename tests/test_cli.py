@@ -560,3 +560,15 @@ def test_real_entry_points(tmp_path):
     if not script:
         pytest.skip("the vnca console script is not installed (pip install -e .)")
 
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_every_set_flag_adds_its_keys(command):
+    """`--set a=1 --set b=2` keeps both (argparse's default would keep only the last --set, silently dropping
+    e.g. dataset=folder when a reader adds the sizes in a second --set)."""
+    from vnca_tutorial.cli import build_parser
+    extra = ["--preset", "mnist_doubling_cpu"]
+    parser = build_parser()
+    args = parser.parse_args([command, *extra, "--set", "dataset=folder", "--set", "image_size=16", "n_doublings=3"])
+    assert args.set == ["dataset=folder", "image_size=16", "n_doublings=3"]
+    assert parser.parse_args([command, *extra]).set == []                 # the default list is not extended

@@ -611,8 +611,8 @@ def _add_model_options(p: argparse.ArgumentParser, untrained: bool = True) -> No
                          "that the model is of this preset") if untrained else
                    "check that the --checkpoint/--pretrained model is of this preset")
     if untrained:
-        g.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
-                       help="override config fields of an untrained --preset model")
+        g.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                       help="override config fields of an untrained --preset model (repeatable)")
     else:
         p.set_defaults(set=[])
 
@@ -628,10 +628,10 @@ def _train_parser(sub) -> None:
                            "example:\n  vnca train --preset mnist_doubling_cpu --updates 3000 "
                            "--set lr=1e-3 batch_size=16\n"
                            "  torchrun --nproc_per_node 2 -m vnca_tutorial train --preset mnist_doubling_cpu\n"
-                           "  vnca train --preset celeba_doubling_cpu --set dataset=folder --data-dir my_pictures"
-                           "   # your own 32x32 colour images\n"
+                           "  vnca train --preset celeba_doubling_cpu --set dataset=folder --data-dir my_pictures "
+                           "--early-stopping   # your own 32x32 colour images\n"
                            "  vnca train --preset mnist_doubling_cpu --set dataset=folder invert=true --data-dir "
-                           "my_drawings   # dark strokes on light paper, as 32x32 binary images\n\n"
+                           "my_drawings --early-stopping   # dark strokes on light paper, as 32x32 binary images\n\n"
                            f"presets: {presets}"))
     p.add_argument("--preset", required=True, metavar="NAME", help="which model and data set")
     p.add_argument("--run-dir", metavar="DIR", default=None, help="output folder (default: runs/PRESET)")
@@ -657,8 +657,9 @@ def _train_parser(sub) -> None:
                         "validate on them and keep the weights of the best ELBO in RUN_DIR/best.safetensors")
     p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                    help="stop with a checkpoint after this much wall time (resume to continue)")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
-                   help="override config fields, typed from the config, e.g. --set z_dim=32 lr=1e-3")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                   help="override config fields, typed from the config, e.g. --set z_dim=32 lr=1e-3 "
+                        "(repeatable: every --set adds its keys)")
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
