@@ -8,8 +8,8 @@ Each model is loaded as a user loads it (`vnca_tutorial.pretrained.load`, sha256
 test images (all of them, or the same fixed-seed random subset), with the same sample seed. On the machine
 that wrote the card the figures agree to float32 round-off; elsewhere (other BLAS, other thread counts)
 expect differences far below the card's standard error. Time: the card's `evaluation_seconds` per model
-(minutes to half an hour each on one CPU core; the whole 10,000-image MNIST test set takes ~0.5 h for the
-baseline and many hours for the VNCAs). `--images N` measures a different, smaller subset instead: a quick
+(the baseline's whole 10,000-image MNIST test set took 12 minutes of one CPU core, the VNCAs' hours;
+see each card). `--images N` measures a different, smaller subset instead: a quick
 check, not comparable with the card.
 """
 from __future__ import annotations
