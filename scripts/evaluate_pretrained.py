@@ -136,9 +136,13 @@ def combine(name: str, k: int, shards: int, results: Path = RESULTS,
 
 
 def write_card(name: str, k: int, shards: int, results: Path = RESULTS, folder: Path | None = None) -> dict:
-    """Put the whole-test-set bound into the model card (the weights, and so the sha256, stay as they are)."""
+    """Put the whole-test-set bound into the model card (the weights, and so the sha256, stay as they are).
+    A bound on a subset that the card held until then is kept as its ``subset_preview``."""
     result, seconds = combine(name, k, shards, results, folder)
     card = pretrained.card(name, folder)
+    earlier = card.get("test_bound")
+    if earlier and earlier.get("n_images") != result.n_images:      # a preview on fewer test images
+        card["subset_preview"] = {**earlier, "test": card.get("data", {}).get("test")}
     card["test_bound"] = {**result.as_dict(), "evaluation_seconds": round(seconds, 1)}
     card.setdefault("data", {})["test"] = f"all {result.n_images:,} test images"
     pretrained.save_card(name, card, folder)

@@ -132,9 +132,15 @@ def test_a_candidate_is_evaluated_in_shards_before_it_ships(tiny, tmp_path, monk
     kw = dict(k=3, batch_size=2, results=results, progress=False, folder=candidates)
     for i in range(2):
         evaluate_pretrained.evaluate_shard("tiny", i, 2, **kw)
+    preview = {"nats": -1.0, "bpd": 0.1, "k": 3, "n_images": 1, "stderr": 0.0}     # as write_subset_card
+    pretrained.save_card("tiny", {**pretrained.card("tiny", candidates), "test_bound": preview,
+                                  "data": {"test": "a fixed-seed random subset of 1 test images"}}, candidates)
     card = evaluate_pretrained.write_card("tiny", 3, 2, results, folder=candidates)
     whole = evaluate_bound(pretrained.load("tiny", folder=candidates), images, k=3, batch_size=2)
     assert card["test_bound"]["nats"] == pytest.approx(whole.nats, abs=1e-4)
+    assert card["subset_preview"] == {**preview, "test": "a fixed-seed random subset of 1 test images"}
+    assert evaluate_pretrained.write_card("tiny", 3, 2, results, candidates)["subset_preview"] == \
+        card["subset_preview"]                                  # a second --card keeps the preview
     assert pretrained.card("tiny", candidates)["test_bound"] == card["test_bound"]
     monkeypatch.setattr(evaluate_pretrained, "CANDIDATES", candidates)
     monkeypatch.setattr(evaluate_pretrained, "RESULTS", results)
