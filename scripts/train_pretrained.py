@@ -92,6 +92,16 @@ had stopped improving) 1e-4:
 Its weights (the best on valid) and curve are kept in scripts/resume/noto_doubling_small_weights; a next
 phase starts from them (--init-from .../checkpoint.safetensors).
 
+Phase 5 (session 22, an AMD EPYC: float32, about 2.4 s per update beside other work) gives phase 4's best
+weights three logistic components instead of one (|z| 48 -> 68: ten channels per new component; the
+old model is unchanged at first, see the script), then trains them on fit with hflip at lr 1e-4:
+    python scripts/add_mixture_components.py \
+        scripts/resume/noto_doubling_small_weights/checkpoint.safetensors --n-mix 3 \
+        --out runs/exp/noto_mix3_init.safetensors
+    python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 95 --eval-every 250 \
+        --early-stopping --set hflip=true lr=1e-4 z_dim=68 n_mix=3 --run-dir runs/exp/noto_mix3 \
+        --init-from runs/exp/noto_mix3_init.safetensors
+
 The baseline is trained for as many updates as the doubling model it is compared with (2,121):
     python scripts/train_pretrained.py mnist_baseline_small --threads 1 --updates 2121 --eval-every 250
 and, for the wide model (1,327 updates in phase 1 and 7,000 in phase 2), a second one for 8,327:

@@ -118,3 +118,20 @@ def test_the_command_line_writes_a_checkpoint_and_refuses_bad_flags(tmp_path):
     assert load_model(tmp_path / "new.safetensors").config.n_mix == 2
     assert "must exceed" in run("--n-mix", "1", "--out", str(tmp_path / "x")).stderr
     assert "must be negative" in run("--n-mix", "2", "--logit-offset", "0", "--out", str(tmp_path / "x")).stderr
+
+
+@pytest.mark.parametrize("n_mix", [1, 3])
+def test_the_readout_probe_starts_from_the_models_own_likelihood(n_mix):
+    """benchmarks/mixture_readout_probe.py: every component starts as the model's readout of channels 0..9,
+    so without the nudge its mixture is the model's own p(x|z)."""
+    spec = importlib.util.spec_from_file_location("probe", SCRIPT.parents[1] / "benchmarks/mixture_readout_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    model, x = trained_like(), images()
+    with torch.no_grad():
+        z = model.q_z_given_x(x).base_dist.loc
+        head = probe.readout(RGB.z_dim, n_mix, noise=0.0)
+        ours = probe.DiscretizedLogisticMixture(head(model.decode(z)), n_mix).log_prob(x)
+        assert torch.allclose(ours, model.p_x_given_z(z).log_prob(x), rtol=1e-5)
+        expected = -model.p_x_given_z(z).log_prob(x).sum().item() / (x[0].numel() * len(x) * math.log(2))
+        assert math.isclose(probe.bits_per_dim(head, model.decode(z), x, n_mix), expected, rel_tol=1e-5)
