@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import importlib.util
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,6 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_script(relative_path: str):
+    """Import a script of the repository (scripts/, benchmarks/, tools/ are not packages) as a module."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module                  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
 
 
 def randomise(module: nn.Module, seed: int = 0, std: float = 0.1) -> nn.Module:

@@ -1,7 +1,6 @@
 """scripts/add_mixture_components.py: more logistic components for a trained RGB VNCA (issue 19)."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -13,25 +12,20 @@ import torch
 from vnca_tutorial import VNCA, DoublingConfig
 from vnca_tutorial.checkpoint import load_model, save_checkpoint
 
+from helpers import load_script, randomise
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "add_mixture_components.py"
 RGB = DoublingConfig(z_dim=14, hidden=6, n_blocks=1, image_size=8, n_doublings=2, steps_per_stage=2,
                      encoder_channels=4, image_channels=3, likelihood="dlogistic", n_mix=1)
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("add_mixture_components", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/add_mixture_components.py")
 
 
 def trained_like(config=RGB) -> VNCA:
     """Random weights everywhere, the zero-initialised last layer included, as training leaves them."""
-    torch.manual_seed(0)
-    model = VNCA(config)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return model.eval()
+    return randomise(VNCA(config)).eval()
 
 
 def images(n: int = 3) -> torch.Tensor:
@@ -124,9 +118,7 @@ def test_the_command_line_writes_a_checkpoint_and_refuses_bad_flags(tmp_path):
 def test_the_readout_probe_starts_from_the_models_own_likelihood(n_mix):
     """benchmarks/mixture_readout_probe.py: every component starts as the model's readout of channels 0..9,
     so without the nudge its mixture is the model's own p(x|z)."""
-    spec = importlib.util.spec_from_file_location("probe", SCRIPT.parents[1] / "benchmarks/mixture_readout_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script("benchmarks/mixture_readout_probe.py")
     model, x = trained_like(), images()
     with torch.no_grad():
         z = model.q_z_given_x(x).base_dist.loc

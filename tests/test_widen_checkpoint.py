@@ -1,7 +1,6 @@
 """scripts/widen_checkpoint.py: widening the update network keeps every update, then trains (issue 15)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,8 @@ import torch
 from vnca_tutorial import VNCA, DoublingConfig, NonDoublingConfig
 from vnca_tutorial.checkpoint import load_model, save_checkpoint
 
+from helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "widen_checkpoint.py"
 CFG = NonDoublingConfig(z_dim=6, hidden=5, image_size=8, min_steps=2, max_steps=3, encoder_channels=4,
                         batch_size=2, pool_size=4)
@@ -17,10 +18,7 @@ DOUBLING = DoublingConfig(z_dim=6, hidden=5, n_blocks=2, image_size=8, n_doublin
 
 
 def widen_module():
-    spec = importlib.util.spec_from_file_location("widen_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/widen_checkpoint.py")
 
 
 def trained_like(config=CFG) -> VNCA:
