@@ -92,7 +92,7 @@ had stopped improving) 1e-4:
 Its weights (the best on valid) and curve are kept in scripts/resume/noto_doubling_small_weights; a next
 phase starts from them (--init-from .../checkpoint.safetensors).
 
-Phase 5 (session 22, an AMD EPYC: float32, about 2.4 s per update beside other work) gives phase 4's best
+Phase 5 (session 22, an AMD EPYC: float32, about 2.3 s per update beside other work) gives phase 4's best
 weights three logistic components instead of one (|z| 48 -> 68: ten channels per new component; the
 old model is unchanged at first, see the script), then trains them on fit with hflip at lr 1e-4:
     python scripts/add_mixture_components.py \
