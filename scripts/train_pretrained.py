@@ -39,7 +39,8 @@ training digits) on train + valid, resumably:
     python benchmarks/compute_study.py --minutes 58 --candidates wide        # phase 1 (58 min, then 18 more)
     python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110 \
         --init-from runs/compute_study/wide/checkpoint.safetensors          # phase 2, first session
-    python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110   # resumes it
+    python scripts/train_pretrained.py mnist_doubling_wide --threads 1 --minutes 110   # resumes it (its resume
+        # point is in the history now: scripts/resume/mnist_doubling_wide/README.md says how to get it back)
 It ran at lr 1e-3 up to its update 3,300 (session 13), then at 3e-4 to 5,300, then at 1e-4 (its mean
 training loss had stayed at 100 +- 0.5 nats per 250 updates from 3,550 to 5,300), which SHIPPED now gives it,
 so that the same command resumes it at the lower rate. From update 4,272 it ran on an Intel Xeon with AMX,
