@@ -14,11 +14,11 @@ Monitoring only: the test emoji are not used.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 from torch import Tensor, nn
 
+from vnca_tutorial.bounds import bits_per_dim
 from vnca_tutorial.checkpoint import load_model
 from vnca_tutorial.data import load_dataset, subset
 from vnca_tutorial.hardware import cpu_description
@@ -46,12 +46,12 @@ def readout(channels: int, n_mix: int, noise: float = 1e-2) -> nn.Conv2d:
     return head
 
 
-def bits_per_dim(head: nn.Conv2d, states: Tensor, x: Tensor, n_mix: int) -> float:
-    """-log p(x|z) under the readout, in bits per dimension."""
+def readout_bpd(head: nn.Conv2d, states: Tensor, x: Tensor, n_mix: int) -> float:
+    """-log p(x|z) under the readout, in bits per dimension (the mean over the images)."""
     with torch.no_grad():
         log_p = sum(DiscretizedLogisticMixture(head(states[i:i + 32].float()), n_mix).log_prob(x[i:i + 32]).sum()
                     for i in range(0, len(x), 32))
-    return -log_p.item() / (x[0].numel() * len(x) * math.log(2))
+    return bits_per_dim(log_p.item() / len(x), x[0].numel())
 
 
 def main() -> None:
@@ -78,7 +78,7 @@ def main() -> None:
     for n_mix in a.components:
         torch.manual_seed(1)
         head = readout(model.config.z_dim, n_mix)
-        curve = [bits_per_dim(head, s_valid, valid, n_mix)]
+        curve = [readout_bpd(head, s_valid, valid, n_mix)]
         opt = torch.optim.Adam(head.parameters(), lr=a.lr)
         for _ in range(a.epochs):
             for batch in torch.randperm(len(fit)).split(16):
@@ -86,7 +86,7 @@ def main() -> None:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            curve.append(bits_per_dim(head, s_valid, valid, n_mix))
+            curve.append(readout_bpd(head, s_valid, valid, n_mix))
         print(f"L = {n_mix}: start {curve[0]:.3f}, passes " + " ".join(f"{c:.3f}" for c in curve[1:])
               + f"; best {min(curve[1:]):.3f}", flush=True)
 

@@ -126,4 +126,4 @@ def test_the_readout_probe_starts_from_the_models_own_likelihood(n_mix):
         ours = probe.DiscretizedLogisticMixture(head(model.decode(z)), n_mix).log_prob(x)
         assert torch.allclose(ours, model.p_x_given_z(z).log_prob(x), rtol=1e-5)
         expected = -model.p_x_given_z(z).log_prob(x).sum().item() / (x[0].numel() * len(x) * math.log(2))
-        assert math.isclose(probe.bits_per_dim(head, model.decode(z), x, n_mix), expected, rel_tol=1e-5)
+        assert math.isclose(probe.readout_bpd(head, model.decode(z), x, n_mix), expected, rel_tol=1e-5)
