@@ -305,6 +305,17 @@ def test_mean_is_exact_without_coupling():
     torch.testing.assert_close(mean.reshape(3), expected, rtol=0, atol=1e-6)
 
 
+def test_the_mean_of_white_components_stays_within_0_and_255():
+    """Three components all far above white: each expects 255, and their float32 weighted average must not
+    come out at 255.00002 (chapter 9 checks the range of the shipped model's means)."""
+    params = torch.zeros(1, 30, 64, 64)
+    params[:, :3] = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))   # mixture logits
+    params[:, 3:12] = 5.0                                                                # means, far above 1
+    params[:, 12:21] = -7.0                                                              # log-scales
+    mean = DiscretizedLogisticMixture(params, 3).mean                                    # (1, 3, 64, 64)
+    assert mean.max() <= 255.0 and (mean == 255.0).float().mean() > 0.5
+
+
 def test_mean_with_coupling_is_close_to_monte_carlo():
     params = pack_params([0.0], [[-0.2, 0.1, 0.05]], [[-3.0, -3.0, -3.0]], [[0.8, -0.6, 0.9]])
     dist = DiscretizedLogisticMixture(params, 1)

@@ -288,7 +288,8 @@ class DiscretizedLogisticMixture(Distribution):
         e_b = _expected_value(m[..., 2, :, :] + c[..., 1, :, :] * x_r + c[..., 2, :, :] * x_g, s[..., 2, :, :])
         e = torch.stack([e_r, e_g, e_b], dim=-3)  # (B, L, 3, H, W)
         weights = torch.softmax(self.mix_logits, dim=-3).unsqueeze(-3)  # (B, L, 1, H, W)
-        return (weights * e).sum(dim=-4)  # (B, 3, H, W)
+        # a weighted average of values in [0, 255]; the clamp only removes float rounding (255.00002)
+        return (weights * e).sum(dim=-4).clamp(0.0, 255.0)  # (B, 3, H, W)
 
 
 def _expected_value(mu: Tensor, s: Tensor) -> Tensor:
