@@ -93,6 +93,12 @@ def _card_phase(name: str) -> dict:
     return {"run": f"card:{name}", "rows": [row], "updates": c["updates"], "config": c["config"]}
 
 
+def curve_points(rows: list[dict]) -> list[list]:
+    """[update, hours, ELBO] of the metrics rows that logged an ELBO (the card's curves)."""
+    return [[int(r["step"]), round(float(r["seconds"]) / 3600, 3), round(float(r["val_elbo"]), 2)]
+            for r in rows if r.get("val_elbo")]
+
+
 def early_stopped(run: Path, offset_updates: int, offset_seconds: float) -> tuple[dict, dict]:
     """The last phase of a run trained with train_pretrained.py --early-stopping, cut at the update of its
     best.safetensors, and what the card says about the stopping: the run's validation curve, whose ELBOs
@@ -101,8 +107,8 @@ def early_stopped(run: Path, offset_updates: int, offset_seconds: float) -> tupl
     best = int(read_metadata(run / BEST)["step"])
     whole = read_phase(run)
     phase = read_phase(f"{run}:{best}")
-    curve = [[int(r["step"]) + offset_updates, round((float(r["seconds"]) + offset_seconds) / 3600, 3),
-              round(float(r["val_elbo"]), 2)] for r in whole["rows"] if r.get("val_elbo")]
+    curve = curve_points([{**r, "step": int(r["step"]) + offset_updates,
+                           "seconds": float(r["seconds"]) + offset_seconds} for r in whole["rows"]])
     phase["rows"] = [{**r, "val_elbo": ""} for r in phase["rows"]]
     stopping = {"trained_to_update": whole["updates"] + offset_updates, "chosen_update": best + offset_updates,
                 "rule": "the weights of the best validation ELBO (train_pretrained.py --early-stopping)",
@@ -131,7 +137,7 @@ def paper_family(config) -> str:
     return f"{data}_{variant[type(config).__name__]}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name")
     p.add_argument("--k", type=int, default=128)
@@ -154,7 +160,13 @@ def main() -> None:
                         "updates, hours and curve are counted in the card too; give them in order; RUN_DIR:N "
                         "if the next phase started from its update N; card:NAME for the training a shipped "
                         "card records (a phase without a curve)")
-    a = p.parse_args()
+    p.add_argument("--earlier-validated", action="store_true",
+                   help="with --best: the --earlier-phase runs were early-stopped too, so the ELBOs they logged "
+                        "are on the validation images: they go into the card's validation curve, not into its "
+                        "training curve of test-subset ELBOs")
+    a = p.parse_args(argv)
+    if a.earlier_validated and not a.best:
+        p.error("--earlier-validated goes with --best (the validation curve is that of an early-stopped run)")
     run = Path("runs/pretrained") / a.name
     ckpt = run / (BEST if a.best else CHECKPOINT)
     meta = read_metadata(ckpt)
@@ -174,6 +186,9 @@ def main() -> None:
         before = chain_phases(phases)
         last, stopping = early_stopped(run, sum(ph["updates"] for ph in phases),
                                        float(before[-1]["seconds"]) if before else 0.0)
+        if a.earlier_validated:
+            stopping["validation_curve"] = curve_points(before) + stopping["validation_curve"]
+            phases = [{**ph, "rows": [{**r, "val_elbo": ""} for r in ph["rows"]]} for ph in phases]
         phases.append(last)
     else:
         phases.append(read_phase(run))
@@ -190,7 +205,8 @@ def main() -> None:
         "name": a.name, "sha256": sha256(out), "config": config_to_dict(model.config),
         "parameters": model.n_parameters(), "stored_dtype": a.dtype,
         "data": {"train": f"{Path(test.source.split(' [')[0]).name} {TRAIN_DATA[dataset]}"
-                          + (f"; its last phase on {FIT_DATA[dataset]}" if a.best else ""),
+                          + (f"; its {'early-stopped phases' if a.earlier_validated else 'last phase'} on "
+                             f"{FIT_DATA[dataset]}" if a.best else ""),
                  "test": f"{f'all {len(test):,}' if whole else f'a fixed-seed random subset of {a.images}'} "
                          "test images"},
         "updates": int(rows[-1]["step"]) if rows else int(meta["step"]), "batch_size": model.config.batch_size,
@@ -205,8 +221,7 @@ def main() -> None:
         "paper": PAPER.get(paper_family(model.config)),
         # the ELBO on the training run's fixed random subset of test images, logged while training
         # (monitoring only: no choice was made by it): [update, hours of training, ELBO in nats]
-        "training_curve": [[int(r["step"]), round(float(r["seconds"]) / 3600, 3), round(float(r["val_elbo"]), 2)]
-                           for r in rows if r.get("val_elbo")],
+        "training_curve": curve_points(rows) or None,
         "early_stopping": stopping,
         "notes": a.notes,
     }

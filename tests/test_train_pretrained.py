@@ -244,3 +244,43 @@ def test_the_paper_figure_is_looked_up_by_family_whatever_the_size():
     assert export_pretrained.paper_family(train_pretrained.SHIPPED["mnist_baseline_small"]) == "mnist_baseline"
     assert export_pretrained.PAPER[export_pretrained.paper_family(
         train_pretrained.SHIPPED["mnist_nondoubling_small"])] == {"nats": -90.97}
+
+
+def test_export_writes_a_candidate_card_whose_curves_keep_test_and_validation_elbos_apart(tmp_path,
+                                                                                         monkeypatch):
+    """scripts/export_pretrained.py end to end on two tiny phases: the card's figure is measured on the
+    stored file; an earlier phase's logged ELBOs are test-subset ELBOs (its training curve) unless
+    --earlier-validated says that phase was early-stopped too (its validation curve)."""
+    import json
+
+    import export_pretrained
+    from vnca_tutorial import pretrained
+    cfg = get_preset("mnist_doubling_cpu", z_dim=4, hidden=4, encoder_channels=2, batch_size=4, n_blocks=1,
+                     steps_per_stage=1)
+    x = (torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    monkeypatch.chdir(tmp_path)
+    train(cfg, x, TrainSettings(run_dir="first", n_updates=4, eval_every=2, progress=False), val_images=x[:4])
+    train(cfg, x, TrainSettings(run_dir="runs/pretrained/tiny", n_updates=6, eval_every=3, keep_best=True,
+                                progress=False, init_from=f"first/{CHECKPOINT}"), val_images=x[:4])
+    monkeypatch.setattr(export_pretrained, "CANDIDATES", tmp_path / "candidates")
+
+    def export(*flags: str) -> dict:
+        export_pretrained.main(["tiny", "--candidate", "--best", "--k", "2", "--images", "4", "--dtype",
+                                "float16", "--earlier-phase", "first", *flags])
+        return json.loads((tmp_path / "candidates" / "tiny.json").read_text())
+    card = export()
+    best = card["early_stopping"]["chosen_update"]
+    assert card["updates"] == best and 4 < best <= 10 and card["test_bound"]["n_images"] == 4
+    assert card["sha256"] == pretrained.sha256(tmp_path / "candidates" / "tiny.safetensors")
+    assert [row[0] for row in card["training_curve"]] == [2, 4]                   # the first phase's
+    assert [row[0] for row in card["early_stopping"]["validation_curve"]] == [7, 10]
+    assert card["data"]["train"].endswith("; its last phase on " + export_pretrained.FIT_DATA["binarized_mnist"])
+    card = export("--earlier-validated")
+    assert card["data"]["train"].endswith("; its early-stopped phases on "
+                                          + export_pretrained.FIT_DATA["binarized_mnist"])
+    assert card["training_curve"] is None
+    assert [row[0] for row in card["early_stopping"]["validation_curve"]] == [2, 4, 7, 10]
+    hours = [row[1] for row in card["early_stopping"]["validation_curve"]]
+    assert hours == sorted(hours) and all(row[2] < 0 for row in card["early_stopping"]["validation_curve"])
+    with pytest.raises(SystemExit):                                # a validation curve needs --best
+        export_pretrained.main(["tiny", "--candidate", "--earlier-validated"])
