@@ -46,10 +46,12 @@ training loss had stayed at 100 +- 0.5 nats per 250 updates from 3,550 to 5,300)
 so that the same command resumes it at the lower rate. From update 4,272 it ran on an Intel Xeon with AMX,
 where --precision auto chose bf16 autocast; it stops at 7,000 (--updates 7000), 8,327 updates in all.
 
-The emoji model (issue 19: 4.02 bits/dim shipped, target 3.7) continues from the shipped weights (phase 1:
-1,998 updates, trained before runs kept their curves):
+The emoji model (issue 19, target 3.7 bits/dim; phase 5 below ships) grew from phase 1 (1,998 updates,
+1.58 h, trained before runs kept their curves), which shipped alone at 4.02 bits/dim until session 23; its
+file and card are in the history:
+    git show e233f2b:vnca_tutorial/pretrained/noto_doubling_small.safetensors > runs/noto_phase1.safetensors
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 85 --eval-every 250 \
-        --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors      # phase 2 (session 12)
+        --init-from runs/noto_phase1.safetensors                                  # phase 2 (session 12)
 Phase 2's curve and config are kept in scripts/resume/noto_doubling_small_phase2. Phase 3 (session 13)
 started from its weights at update 2,300 with a new optimizer: 1,300 updates at lr 1e-3, 2,500 at 3e-4,
 1,800 at 1e-4 (each resumed with --set lr=...), 5,600 in all:
@@ -72,18 +74,18 @@ bound in shards, as for the other models):
     for f in checkpoint.safetensors metrics.csv; do git show \
         54fcf90:scripts/resume/noto_doubling_small_weights/$f > runs/pretrained/noto_doubling_small/$f; done
     python scripts/export_pretrained.py noto_doubling_small --dtype float16 --images 64 \
-        --earlier-phase card:noto_doubling_small \
+        --earlier-phase count:1998:1.58 \
         --earlier-phase scripts/resume/noto_doubling_small_phase2:2300
     python scripts/evaluate_pretrained.py noto_doubling_small --shards 4 --shard I   # I = 0..3, then --card
 
 Phase 4 (session 14, an Intel Xeon with AMX: bf16 autocast, about 1 s per update) starts again from the
-shipped weights (phase 1), with a validation split carved from the training emoji (train on fit, 2,391;
+weights of phase 1, with a validation split carved from the training emoji (train on fit, 2,391;
 stop on valid, 265: --early-stopping keeps the best weights in best.safetensors) and left-right mirroring
 of half the training images (hflip); 600 updates at lr 1e-3, then 3e-4, then from 4,800 (the validation ELBO
 had stopped improving) 1e-4:
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --updates 1000 --eval-every 250 \
         --early-stopping --set hflip=true --run-dir runs/pretrained/noto_doubling_small_phase4 \
-        --init-from vnca_tutorial/pretrained/noto_doubling_small.safetensors           # (stopped at 600)
+        --init-from runs/noto_phase1.safetensors                                        # (stopped at 600)
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 120 --eval-every 250 \
         --early-stopping --set hflip=true lr=3e-4 --run-dir runs/pretrained/noto_doubling_small_phase4
                                                                                   # (stopped at 4,800)
@@ -102,6 +104,17 @@ old model is unchanged at first, see the script), then trains them on fit with h
     python scripts/train_pretrained.py noto_doubling_small --threads 1 --minutes 95 --eval-every 250 \
         --early-stopping --set hflip=true lr=1e-4 z_dim=68 n_mix=3 --run-dir runs/exp/noto_mix3 \
         --init-from runs/exp/noto_mix3_init.safetensors
+It stopped at its time limit at update 2,500, its best (3.738 bits/dim on valid, still falling); those
+weights ship (session 23). With the run's files in
+runs/pretrained/noto_doubling_small (best.safetensors, checkpoint.safetensors and metrics.csv, as in
+scripts/resume/noto_doubling_small_mix3), as a candidate until its whole-test figure is in:
+    python scripts/export_pretrained.py noto_doubling_small --candidate --best --dtype float16 --images 8 \
+        --earlier-validated --earlier-phase count:1998:1.58 \
+        --earlier-phase scripts/resume/noto_doubling_small_weights:5250 --notes ... --trained-on ...
+    python scripts/evaluate_pretrained.py noto_doubling_small --candidate --shards 4 --shard I  # 0..3
+    python scripts/evaluate_pretrained.py noto_doubling_small --candidate --shards 4 --card
+(the first phase was card:noto_doubling_small then; --earlier-validated: phase 4 logged validation ELBOs),
+then its two files move into vnca_tutorial/pretrained/.
 
 The baseline is trained for as many updates as the doubling model it is compared with (2,121):
     python scripts/train_pretrained.py mnist_baseline_small --threads 1 --updates 2121 --eval-every 250

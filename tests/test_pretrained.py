@@ -173,6 +173,9 @@ def test_the_paper_against_this_book_table_reads_the_card(name):
         assert f"{card['paper'][unit]:.2f}" in rows[2] and "(k = 128)" in rows[2].split(" | ")[1]
     assert f"{card['updates']:,} updates" in table and card["hardware"] in table
     assert ("pool training" in table) == ("min_steps" in card["config"])
+    if card["config"]["likelihood"] == "dlogistic":                   # the emoji model: L beside the paper's
+        paper_mix = get_preset(pretrained.PAPER_PRESET[name]).n_mix
+        assert f"| logistic components per pixel | {paper_mix} | {card['config']['n_mix']} |" in rows
 
 
 @pytest.mark.parametrize("name", pretrained.names())

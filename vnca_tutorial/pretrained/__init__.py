@@ -130,6 +130,8 @@ def against_paper(name: str) -> str:
     if "n_doublings" in mine:
         rows.append(("residual blocks, steps per stage M", f"{paper.n_blocks}, {paper.steps_per_stage}",
                      f"{mine['n_blocks']}, {mine['steps_per_stage']}"))
+    if mine["likelihood"] == "dlogistic":
+        rows.append(("logistic components per pixel", f"{paper.n_mix}", f"{mine['n_mix']}"))
     if "min_steps" in mine:
         rows.append(("steps T, p_update", f"{paper.min_steps} to {paper.max_steps}, {paper.p_update:g}",
                      f"{mine['min_steps']} to {mine['max_steps']}, {mine['p_update']:g}"))
